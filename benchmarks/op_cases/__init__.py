@@ -1,0 +1,1 @@
+"""One module per operator family; each defines ``cases() -> list[Case]`` (see benchmarks/_bench.py)."""

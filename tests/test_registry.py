@@ -1,0 +1,151 @@
+"""registry.yaml schema, validation errors, user registries, list_models."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+import zoo
+from zoo.errors import RegistryError, UnknownModelError
+from zoo.registry import SCHEMA_VERSION, TASKS, Registry, default_registry, parse_entry
+
+GOOD = {
+    "task": "semantic-segmentation",
+    "arch": "deeplabv3",
+    "args": {"backbone": "resnet50", "num_classes": 21},
+    "paper": {"title": "T", "authors": "A B, C D", "venue": "V", "year": 2017, "arxiv": "1706.05587"},
+    "license": "apache-2.0",
+    "card": "x.md",
+    "input_size": [3, 65, 65],
+    "transforms": {"preset": "segmentation", "args": {"mean": [0, 0, 0], "std": [1, 1, 1]}},
+    "postprocess": {"preset": "segmentation"},
+    "exportable": True,
+    "weights": {
+        "default": "t1",
+        "tags": {"t1": {"repo": "org/repo", "revision": "a" * 40, "file": "model.safetensors",
+                        "sha256": "b" * 64, "size": 10, "source": "s", "license": "mit",
+                        "metrics": [{"dataset": "VOC", "split": "val", "metric": "mIoU", "value": 1,
+                                     "measured": "scripts/evaluate.py"}]}},
+    },
+}
+
+
+def _with(path: str, value):
+    entry = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = entry
+    for p in parents:
+        node = node[p]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return entry
+
+
+# --- the shipped registry -------------------------------------------------------------------------
+def test_shipped_registry_validates_and_every_arch_exists():
+    reg = default_registry()
+    assert len(reg) >= 3
+    archs = set(zoo.list_archs())
+    for info in reg:
+        assert info.task in TASKS
+        assert info.arch in archs, f"{info.name}: arch {info.arch!r} is not registered"
+        for w in info.weights.values():
+            assert w.metrics, f"{info.name}.{w.tag}: published weights must state measured metrics"
+
+
+def test_shipped_registry_file_is_schema_versioned():
+    from importlib import resources
+
+    doc = yaml.safe_load(resources.files("zoo").joinpath("registry.yaml").read_text())
+    assert doc["schema_version"] == SCHEMA_VERSION
+
+
+# --- validation errors name the entry and the field ------------------------------------------------
+@pytest.mark.parametrize("path,value,field", [
+    ("task", "segmentation", "task"),
+    ("task", KeyError, "task"),
+    ("arch", "zoo.models.deeplab:deeplabv3", "arch"),
+    ("args", [1, 2], "args"),
+    ("paper.year", "2017", "paper.year"),
+    ("paper.arxiv", KeyError, "paper.arxiv"),
+    ("input_size", [3, 0, 5], "input_size"),
+    ("transforms.preset", KeyError, "transforms.preset"),
+    ("exportable", "yes", "exportable"),
+    ("weights.default", "t2", "weights.default"),
+    ("weights.tags.t1.revision", "main", "weights.tags.t1.revision"),
+    ("weights.tags.t1.sha256", "B" * 64, "weights.tags.t1.sha256"),
+    ("weights.tags.t1.size", 0, "weights.tags.t1.size"),
+    ("weights.tags.t1.repo", "no-org", "weights.tags.t1.repo"),
+    ("weights.tags.t1.metrics", [{"dataset": "VOC"}], "weights.tags.t1.metrics[0].split"),
+    ("colour", "blue", "colour"),
+])
+def test_invalid_entry_names_entry_and_field(path, value, field):
+    with pytest.raises(RegistryError) as err:
+        parse_entry("my-model", _with(path, value), "user.yaml")
+    msg = str(err.value)
+    assert "user.yaml" in msg and "'my-model'" in msg and f"'{field}'" in msg, msg
+
+
+def test_bad_name_and_schema_version():
+    with pytest.raises(RegistryError, match="'name'"):
+        parse_entry("My_Model", GOOD)
+    with pytest.raises(RegistryError, match="schema_version must be 1"):
+        Registry().load_text(yaml.safe_dump({"schema_version": 2, "models": {}}), "f.yaml")
+    with pytest.raises(RegistryError, match="not valid YAML"):
+        Registry().load_text("models: [", "f.yaml")
+
+
+def test_a_file_with_one_bad_entry_adds_nothing():
+    reg = Registry()
+    doc = {"schema_version": 1, "models": {"good-one": GOOD, "bad-one": _with("task", "nope")}}
+    with pytest.raises(RegistryError, match="bad-one"):
+        reg.load_text(yaml.safe_dump(doc), "f.yaml")
+    assert len(reg) == 0
+
+
+# --- user registries -------------------------------------------------------------------------------
+def test_user_registry_file_adds_entries(tmp_path, monkeypatch):
+    import zoo.registry as R
+
+    monkeypatch.setattr(R, "_REGISTRY", None)
+    path = tmp_path / "mine.yaml"
+    entry = _with("weights", {"default": None, "tags": {}})
+    path.write_text(yaml.safe_dump({"schema_version": 1, "models": {"my-deeplab": entry}}))
+    assert zoo.registry.load(path) == ["my-deeplab"]
+    assert "my-deeplab" in zoo.list_models()
+    assert zoo.model_info("my-deeplab").source == str(path)
+    with pytest.raises(RegistryError, match="already exists"):
+        zoo.registry.load(path)
+    with pytest.raises(RegistryError, match="cannot read"):
+        zoo.registry.load(tmp_path / "missing.yaml")
+
+
+def test_register_arch_from_code_refuses_silent_override():
+    from torch import nn
+
+    fn = lambda **kw: nn.Identity()  # noqa: E731
+    zoo.register_arch("test_identity_arch", fn)
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register_arch("test_identity_arch", lambda **kw: nn.Identity())
+    zoo.register_arch("test_identity_arch", fn)  # same function again is fine
+    assert "test_identity_arch" in zoo.list_archs()
+
+
+# --- lookup ----------------------------------------------------------------------------------------
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError) as err:
+        zoo.model_info("deeplabv3-r5")
+    assert "deeplabv3-r50" in str(err.value)
+
+
+def test_list_models_filters():
+    names = zoo.list_models()
+    assert names == sorted(names)
+    assert set(zoo.list_models("deeplabv3*")) <= set(names)
+    assert all(zoo.model_info(n).task == "semantic-segmentation" for n in zoo.list_models(task="semantic-segmentation"))
+    assert all(zoo.model_info(n).pretrained for n in zoo.list_models(pretrained=True))
+    with pytest.raises(ValueError, match="unknown task"):
+        zoo.list_models(task="segmentation")

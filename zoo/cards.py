@@ -1,0 +1,239 @@
+"""Model cards: ``model_cards/<name>.md``, half hand-written, half generated from the registry.
+
+A card has Hugging Face front matter and these sections, in order:
+
+- hand-written: ``Summary``, ``Architecture``, ``Limitations``;
+- generated from ``registry.yaml`` (never edited by hand): front matter, ``Paper and citation``,
+  ``Weights``, ``Transforms``, ``Usage``.
+
+``sync_card`` regenerates the generated parts and keeps the prose; ``scripts/sync_cards.py`` runs it over
+every entry and a test fails when a card is stale, so cards cannot drift from the registry.
+"""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from zoo import __version__
+from zoo.errors import RegistryError
+from zoo.registry import ModelInfo, Weights, default_registry, thaw
+
+HAND_SECTIONS = ("Summary", "Architecture", "Limitations")
+ORDER = ("Summary", "Architecture", "Paper and citation", "Weights", "Transforms", "Usage", "Limitations")
+GENERATED_NOTE = "<!-- generated from registry.yaml by scripts/sync_cards.py: edit the registry, not this section -->"
+PIPELINE_TAGS = {
+    "semantic-segmentation": "image-segmentation",
+    "instance-segmentation": "image-segmentation",
+    "image-classification": "image-classification",
+    "object-detection": "object-detection",
+    "salient-object-detection": "image-segmentation",
+}
+
+
+def cards_dir() -> Path:
+    return Path(str(resources.files("zoo").joinpath("model_cards")))
+
+
+def card_path(info: ModelInfo) -> Path:
+    return cards_dir() / info.card
+
+
+def model_card(name: str) -> str:
+    """The Markdown model card of ``name`` (``name.tag`` accepted)."""
+    from zoo.factory import model_info
+
+    info = model_info(name)
+    path = card_path(info)
+    if not path.is_file():
+        raise RegistryError(f"entry {info.name!r}, field 'card': {path} does not exist")
+    return path.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------ parsing
+def split_card(text: str) -> tuple[dict, dict[str, str]]:
+    """Front matter and the body of each ``## `` section (title -> text)."""
+    front: dict = {}
+    body = text
+    m = re.match(r"^---\n(.*?)\n---\n", text, flags=re.S)
+    if m:
+        front = yaml.safe_load(m.group(1)) or {}
+        body = text[m.end():]
+    sections: dict[str, str] = {}
+    current = None
+    for line in body.splitlines(keepends=True):
+        if line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line
+    return front, {k: v.strip("\n") for k, v in sections.items()}
+
+
+# ------------------------------------------------------------------------------------ generation
+def front_matter(info: ModelInfo, weights: list[Weights] | None = None) -> dict:
+    weights = list(info.weights.values()) if weights is None else weights
+    metrics = [(w, m) for w in weights for m in w.metrics]
+    front: dict = {
+        "license": info.license,
+        "library_name": "dynzoo",
+        "tags": ["dynzoo", "pytorch", info.task, info.arch],
+    }
+    if info.task in PIPELINE_TAGS:
+        front["pipeline_tag"] = PIPELINE_TAGS[info.task]
+    datasets = sorted({m.dataset for _, m in metrics})
+    if datasets:
+        front["datasets"] = datasets
+    if metrics:
+        results = []
+        for w, m in metrics:
+            results.append({
+                "task": {"type": info.task},
+                "dataset": {"name": m.dataset, "type": m.dataset, "split": m.split},
+                "metrics": [{"type": m.metric, "value": m.value, "name": f"{m.metric} ({w.tag})"}],
+            })
+        front["model-index"] = [{"name": info.name, "results": results}]
+    return front
+
+
+def bibtex(info: ModelInfo) -> str:
+    p = info.paper
+    first = re.sub(r"[^A-Za-z]", "", p.authors.split(",")[0].split(" and ")[0].strip().split(" ")[-1]).lower()
+    word = re.sub(r"[^A-Za-z]", "", p.title.split()[0]).lower()
+    lines = [f"@article{{{first}{p.year}{word},", f"  title = {{{p.title}}},",
+             f"  author = {{{' and '.join(a.strip() for a in p.authors.split(','))}}},",
+             f"  journal = {{{p.venue}}},", f"  year = {{{p.year}}},"]
+    if p.arxiv:
+        lines.append(f"  eprint = {{{p.arxiv}}},")
+        lines.append("  archivePrefix = {arXiv},")
+    if p.url:
+        lines.append(f"  url = {{{p.url}}},")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _paper_section(info: ModelInfo) -> str:
+    p = info.paper
+    link = f"[{p.title}]({p.link})" if p.link else p.title
+    return f"{link}. {p.authors}. {p.venue}, {p.year}.\n\n```bibtex\n{bibtex(info)}\n```"
+
+
+def _weights_section(info: ModelInfo) -> str:
+    if not info.weights:
+        return ("No weights are published for this model yet: `pretrained=True` raises an error. Build it with\n"
+                "random initialisation, load your own file with `checkpoint=`, or convert an official\n"
+                "checkpoint with `zoo.converters`.")
+    rows = ["| tag | repo | revision | file | size | sha256 | source | license |", "|---|---|---|---|---|---|---|---|"]
+    for w in info.weights.values():
+        default = " (default)" if w.tag == info.default_tag else ""
+        rows.append(f"| `{w.tag}`{default} | `{w.repo}` | `{w.revision[:12]}` | `{w.file}` | {w.size:,} B | "
+                    f"`{w.sha256[:16]}…` | {w.source} | {w.license} |")
+    metric_rows = ["| tag | dataset | split | metric | value | how measured |", "|---|---|---|---|---|---|"]
+    for w in info.weights.values():
+        for m in w.metrics:
+            metric_rows.append(f"| `{w.tag}` | {m.dataset} | {m.split} | {m.metric} | {m.value:g} | {m.measured} |")
+    out = "\n".join(rows)
+    if len(metric_rows) > 2:
+        out += "\n\n" + "\n".join(metric_rows)
+    return out
+
+
+def _transforms_section(info: ModelInfo) -> str:
+    spec = {"transforms": {"preset": info.transforms.preset, "args": thaw(info.transforms.args)},
+            "postprocess": {"preset": info.postprocess.preset, "args": thaw(info.postprocess.args)}}
+    text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None).strip()
+    return f"Input size for reports: {list(info.input_size)}.\n\n```yaml\n{text}\n```"
+
+
+_USAGE = {
+    "semantic-segmentation": (
+        "images = torchvision.io.read_image(\"image.jpg\").unsqueeze(0)  # uint8, B x 3 x H x W\n"
+        "logits = model(model.transforms(images))\n"
+        "labels = model.postprocess(logits, images.shape[-2:])     # B x H x W class indices"
+    ),
+}
+_USAGE_DEFAULT = (
+    "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
+    "out = model.postprocess(model(x), images.shape[-2:])"
+)
+
+
+def _usage_section(info: ModelInfo) -> str:
+    pretrained = "True" if info.pretrained else "False  # no published weights yet"
+    body = _USAGE.get(info.task, _USAGE_DEFAULT)
+    return (f"```python\nimport torch, torchvision, zoo\n\nmodel = zoo.create(\"{info.name}\", pretrained={pretrained})\n"
+            f"{body}\n```\n\nCommand line: `zoo info {info.name}`, `zoo card {info.name}`.")
+
+
+def generated_sections(info: ModelInfo) -> dict[str, str]:
+    return {
+        "Paper and citation": _paper_section(info),
+        "Weights": _weights_section(info),
+        "Transforms": _transforms_section(info),
+        "Usage": _usage_section(info),
+    }
+
+
+def render_card(info: ModelInfo, hand: dict[str, str], *, weights: list[Weights] | None = None) -> str:
+    """The full card text from the registry record and the hand-written sections."""
+    missing = [s for s in HAND_SECTIONS if not hand.get(s, "").strip()]
+    if missing:
+        raise RegistryError(f"card {info.card} for {info.name!r} lacks hand-written section(s): {', '.join(missing)}")
+    generated = generated_sections(info)
+    parts = ["---", yaml.safe_dump(front_matter(info, weights), sort_keys=False).strip(), "---", "",
+             f"# {info.name}", ""]
+    for title in ORDER:
+        parts.append(f"## {title}")
+        parts.append("")
+        if title in generated:
+            parts.append(GENERATED_NOTE)
+            parts.append("")
+            parts.append(generated[title])
+        else:
+            parts.append(hand[title].strip())
+        parts.append("")
+    return "\n".join(parts)
+
+
+def sync_card(info: ModelInfo, text: str) -> str:
+    _, sections = split_card(text)
+    return render_card(info, {s: sections.get(s, "") for s in HAND_SECTIONS})
+
+
+def card_problems(info: ModelInfo) -> list[str]:
+    """Why the card of ``info`` is missing, incomplete or stale (empty when it is current)."""
+    path = card_path(info)
+    if not path.is_file():
+        return [f"{info.name}: card {path} does not exist"]
+    text = path.read_text(encoding="utf-8")
+    try:
+        expected = sync_card(info, text)
+    except RegistryError as exc:
+        return [str(exc)]
+    if text != expected:
+        return [f"{info.name}: card {path.name} is stale; run `python scripts/sync_cards.py`"]
+    return []
+
+
+def sync_all(write: bool = True) -> list[str]:
+    """Regenerate every card's generated parts; returns the names whose card changed."""
+    changed = []
+    for info in default_registry():
+        path = card_path(info)
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        new = sync_card(info, text)
+        if new != text:
+            changed.append(info.name)
+            if write:
+                path.write_text(new, encoding="utf-8")
+    return changed
+
+
+def hub_readme(info: ModelInfo, weights: Weights | None) -> str:
+    """The README.md uploaded with published weights: the card with front matter for that tag."""
+    _, sections = split_card(card_path(info).read_text(encoding="utf-8")) if card_path(info).is_file() else ({}, {})
+    hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
+    text = render_card(info, hand, weights=[weights] if weights else [])
+    return text + f"\nPublished with dynzoo {__version__}.\n"

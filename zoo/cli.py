@@ -1,0 +1,205 @@
+"""The ``zoo`` command: list, info, card, download, verify, publish, convert, predict."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from zoo.errors import ZooError
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo.docs import headline_metric
+
+    rows = []
+    for name in zoo.list_models(args.pattern, task=args.task, pretrained=args.pretrained):
+        info = zoo.model_info(name)
+        rows.append([name, info.task, info.default_tag or "-", headline_metric(info), "yes" if info.exportable else "no"])
+    print(_table(rows, ["model", "task", "weights", "headline metric", "exportable"]))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import zoo
+    from zoo.registry import thaw
+
+    info = zoo.model_info(args.name)
+    data = thaw(dataclasses.asdict(info))
+    data["weights"] = {t: thaw(dataclasses.asdict(w)) for t, w in info.weights.items()}
+    print(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    import zoo
+
+    print(zoo.model_card(args.name))
+    return 0
+
+
+def _targets(name: str | None, all_: bool) -> list[tuple[str, str]]:
+    import zoo
+    from zoo.factory import parse_name
+    from zoo.registry import default_registry
+
+    if all_:
+        return [(i.name, t) for i in default_registry() for t in sorted(i.weights)]
+    if not name:
+        raise ZooError("give a model name or --all")
+    base, tag = parse_name(name)
+    info = zoo.model_info(base)
+    info.weights_for(tag)
+    return [(base, tag or info.default_tag)]
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo import weights as W
+
+    for name, tag in _targets(args.name, args.all):
+        path = W.resolve(zoo.model_info(name), tag, cache_dir=args.cache_dir)
+        print(f"{name}.{tag}: {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo import weights as W
+    from zoo.errors import ChecksumError
+
+    failed = 0
+    for name, tag in _targets(args.name, args.all or not args.name):
+        w = zoo.model_info(name).weights[tag]
+        path = W.find_in_mirrors(w) or W.cached_hub_file(w, cache_dir=args.cache_dir)
+        if path is None:
+            print(f"{name}.{tag}: not downloaded")
+            continue
+        try:
+            W.verify_file(path, w.sha256, w.size, what=f"{name}.{tag}", force=True)
+            print(f"{name}.{tag}: ok  {path}")
+        except ChecksumError as exc:
+            failed += 1
+            print(f"{name}.{tag}: FAILED  {exc}")
+    return 1 if failed else 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from zoo.publish import publish
+
+    entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,
+                    dry_run=args.dry_run, force=args.force, allow_pickle=args.allow_pickle, out_dir=args.out_dir)
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    import torchvision
+
+    import zoo
+    from zoo.visualize import blend, colourise_labels
+
+    info = zoo.model_info(args.name)
+    pretrained = not (args.checkpoint or args.random_weights)
+    if pretrained and not info.pretrained and "." not in args.name:
+        raise ZooError(f"{info.name!r} has no published weights; pass --checkpoint PATH, or --random-weights for a smoke run")
+    model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device)
+    image = torchvision.io.read_image(str(args.image), mode=torchvision.io.ImageReadMode.RGB).unsqueeze(0).to(args.device)
+    if info.task != "semantic-segmentation":
+        raise ZooError(f"zoo predict does not handle task {info.task!r} yet")
+    with torch.inference_mode():
+        labels = model.postprocess(model(model.transforms(image)), image.shape[-2:])
+    picture = blend(image, colourise_labels(labels), alpha=args.alpha)[0].cpu()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torchvision.io.write_png(picture, str(args.out))
+    classes = torch.unique(labels).tolist()
+    print(json.dumps({"out": str(args.out), "classes": classes}))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from zoo.converters import convert_file
+
+    print(json.dumps(convert_file(args.source, args.src, args.dst), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo", description="Dynamic, deformable and dilated convolution model zoo")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list models")
+    s.add_argument("pattern", nargs="?", default="*")
+    s.add_argument("--task")
+    s.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("info", help="registry record of a model (JSON)")
+    s.add_argument("name")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("card", help="print a model card")
+    s.add_argument("name")
+    s.set_defaults(fn=cmd_card)
+
+    for command, fn, help_ in (("download", cmd_download, "download and verify weights"),
+                               ("verify", cmd_verify, "re-hash downloaded weights")):
+        s = sub.add_parser(command, help=help_)
+        s.add_argument("name", nargs="?")
+        s.add_argument("--all", action="store_true")
+        s.add_argument("--cache-dir")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("publish", help="publish weights to a Hub repository")
+    s.add_argument("name")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--repo-id", required=True)
+    s.add_argument("--tag")
+    s.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    s.add_argument("--token")
+    s.add_argument("--dry-run", action="store_true", help="write the files, upload nothing")
+    s.add_argument("--out-dir", help="where --dry-run writes the files")
+    s.add_argument("--force", action="store_true", help="move an existing tag")
+    s.add_argument("--allow-pickle", action="store_true", help="accept a .pth file (read with weights_only=True)")
+    s.set_defaults(fn=cmd_publish)
+
+    s = sub.add_parser("convert", help="convert an official checkpoint to zoo's layout (safetensors)")
+    s.add_argument("source", help="converter name, e.g. torchvision-deeplabv3 (see zoo.converters)")
+    s.add_argument("src", help="the official checkpoint (read with torch.load(weights_only=True))")
+    s.add_argument("dst", help="output .safetensors")
+    s.set_defaults(fn=cmd_convert)
+
+    s = sub.add_parser("predict", help="run a model on an image and write a colour-coded PNG")
+    s.add_argument("name")
+    s.add_argument("image")
+    s.add_argument("--out", required=True)
+    s.add_argument("--checkpoint")
+    s.add_argument("--random-weights", action="store_true", help="random init (smoke test only)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--alpha", type=float, default=0.5)
+    s.set_defaults(fn=cmd_predict)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ZooError as exc:
+        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

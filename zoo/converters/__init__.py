@@ -1,0 +1,61 @@
+"""Converters from official checkpoint layouts to zoo's state-dict layout.
+
+Each converter module defines ``convert(state_dict) -> state_dict``. The table below maps the public
+converter names (used by ``zoo convert SOURCE IN OUT``) to those modules; users may add their own with
+:func:`register_converter`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from zoo.errors import UnknownModelError
+
+Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+_BUILTIN = {
+    "torchvision-deeplabv3": "zoo.converters.torchvision_deeplab",
+    "kazuto-deeplabv2": "zoo.converters.kazuto_deeplab",
+}
+_USER: dict[str, Converter] = {}
+
+
+def register_converter(name: str, fn: Converter) -> None:
+    _USER[name] = fn
+
+
+def list_converters() -> list[str]:
+    return sorted({*_BUILTIN, *_USER})
+
+
+def get_converter(name: str) -> Converter:
+    if name in _USER:
+        return _USER[name]
+    if name not in _BUILTIN:
+        close = difflib.get_close_matches(name, list_converters(), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownModelError(f"unknown converter {name!r}.{hint} Known: {', '.join(list_converters())}")
+    return importlib.import_module(_BUILTIN[name]).convert
+
+
+def convert_file(source: str, src: str | Path, dst: str | Path) -> dict[str, object]:
+    """Convert an official checkpoint file to a zoo safetensors file.
+
+    Official checkpoints are pickles: running a converter on one is the opt-in, and the file is still
+    read with ``torch.load(weights_only=True)``.
+    """
+    from safetensors.torch import save_file
+
+    from zoo.weights import read_state_dict, sha256_file
+
+    fn = get_converter(source)
+    state = read_state_dict(src, allow_pickle=True)
+    out = fn(state)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in out.items()}, str(dst), metadata={"converted_from": source})
+    return {"converter": source, "tensors": len(out), "out": str(dst), "sha256": sha256_file(dst)}

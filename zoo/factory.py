@@ -1,0 +1,161 @@
+"""``create()``: build a registry model, load its weights and attach transforms and post-processing."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.archs import get_arch
+from zoo.errors import RegistryError, UnknownModelError, WeightsError
+from zoo.registry import ModelInfo, default_registry, parse_entry, thaw
+from zoo.transforms import build_postprocess, build_transforms
+from zoo import weights as W
+
+_HF_HUB = re.compile(r"^hf-hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
+HUB_CONFIG = "config.json"
+HUB_WEIGHTS = "model.safetensors"
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """``"deeplabv3-r50.coco"`` -> ``("deeplabv3-r50", "coco")``; a bare name gives tag None."""
+    registry = default_registry()
+    if name in registry:
+        return name, None
+    base, dot, tag = name.rpartition(".")
+    if dot and base in registry:
+        return base, tag
+    registry.get(name)  # raises UnknownModelError with suggestions
+    raise AssertionError  # pragma: no cover
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry record of ``name`` (``name.tag`` accepted)."""
+    return default_registry().get(parse_name(name)[0])
+
+
+def get_transforms(name: str) -> nn.Module:
+    """The inference transforms of ``name`` without building the model."""
+    info = model_info(name)
+    return build_transforms(info.transforms, info.name)
+
+
+def build_model(info: ModelInfo, **arch_overrides: Any) -> nn.Module:
+    """Call the entry's constructor with its args updated by ``arch_overrides`` (random init)."""
+    fn = get_arch(info.arch)
+    args = {**thaw(info.args), **arch_overrides}
+    try:
+        return fn(**args)
+    except TypeError as exc:
+        raise RegistryError(f"entry {info.name!r}, field 'args' (with overrides {sorted(arch_overrides)}): {exc}") from None
+
+
+def _hub_info(repo: str, revision: str | None, cache_dir, local_files_only) -> tuple[ModelInfo, Path]:
+    rev = revision or "main"
+    cfg_path = W.hub_download(repo, HUB_CONFIG, rev, cache_dir=cache_dir, local_files_only=local_files_only,
+                              what=f"hf-hub:{repo}")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except ValueError as exc:
+        raise WeightsError(f"hf-hub:{repo}: {HUB_CONFIG} is not valid JSON ({exc})") from None
+    entry = {k: v for k, v in cfg.items() if k not in {"name", "zoo_version", "weights_file"}}
+    entry["weights"] = {"default": None, "tags": {}}
+    info = parse_entry(cfg.get("name", "hub-model"), entry, source=f"hf-hub:{repo}/{HUB_CONFIG}")
+    weights_path = W.hub_download(repo, cfg.get("weights_file", HUB_WEIGHTS), rev, cache_dir=cache_dir,
+                                  local_files_only=local_files_only, what=f"hf-hub:{repo}")
+    return info, weights_path
+
+
+def create(
+    name: str,
+    pretrained: bool | str = False,
+    *,
+    checkpoint: str | Path | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    strict: bool = True,
+    allow_pickle: bool = False,
+    **arch_overrides: Any,
+) -> nn.Module:
+    """Build model ``name`` in eval mode, with ``.transforms``, ``.postprocess`` and ``.info`` attached.
+
+    Args:
+        name: a registry name (``"deeplabv3-r50"``), ``"name.tag"`` for a weights tag, or
+            ``"hf-hub:ORG/REPO[@REV]"`` for a repository published with ``zoo publish``.
+        pretrained: True for the default weights, or a tag name.
+        checkpoint: a local weights file (safetensors; pickle with ``allow_pickle``) or a directory
+            holding ``model.safetensors``; ``module.`` / ``_orig_mod.`` prefixes are stripped.
+        revision: for ``hf-hub:`` names, the commit, branch or tag to load.
+        cache_dir, local_files_only: passed to huggingface_hub (``HF_HUB_OFFLINE`` is honoured).
+        num_classes: a new number of classes; the entry's ``classifier`` modules are re-initialised.
+        device, dtype: where and in which floating dtype the model lives.
+        strict: refuse missing, unexpected or mis-shaped keys (the default).
+        arch_overrides: extra constructor arguments.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    weights_path: Path | None = None
+    user_file = False
+    hub = _HF_HUB.match(name)
+    if hub:
+        info, weights_path = _hub_info(hub["repo"], revision or hub["rev"], cache_dir, local_files_only)
+        tag = None
+    elif name.startswith("hf-hub:"):
+        raise UnknownModelError(f"{name!r}: use 'hf-hub:ORG/REPO' or 'hf-hub:ORG/REPO@REVISION'")
+    else:
+        base, tag = parse_name(name)
+        info = default_registry().get(base)
+        if isinstance(pretrained, str):
+            if tag is not None and tag != pretrained:
+                raise ValueError(f"{name!r} names tag {tag!r} but pretrained={pretrained!r}; give one")
+            tag = pretrained
+        if tag is not None:
+            info.weights_for(tag)  # unknown tag -> clear error before any work
+            pretrained = True
+    if checkpoint is not None:
+        if pretrained and not hub:
+            raise ValueError(f"{name!r}: give either pretrained= (registry weights) or checkpoint= (your file), not both")
+        weights_path = Path(checkpoint)
+        if weights_path.is_dir():
+            weights_path = weights_path / HUB_WEIGHTS
+        user_file = True
+    elif pretrained and not hub:
+        tag = tag or info.default_tag
+        weights_path = W.resolve(info, tag, cache_dir=cache_dir, local_files_only=local_files_only)
+
+    overrides = dict(arch_overrides)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    classes_changed = num_classes is not None and num_classes != info.args.get("num_classes")
+
+    if weights_path is None:
+        model = build_model(info, **overrides).to(device=device, dtype=dtype)
+    else:
+        # Read (and check) the file before building, so a bad file costs nothing and loads nothing.
+        state = W.read_state_dict(weights_path, allow_pickle=allow_pickle)
+        if user_file:
+            state = W.strip_prefixes(state)
+        with torch.device("meta"):
+            model = build_model(info, **overrides)
+        tensors, _ = W.match_state_dict(
+            model, state, reinit=info.classifier if classes_changed else (), strict=strict,
+            what=f"weights {weights_path}",
+        )
+        W.load_into_meta_model(model, tensors, device=device, dtype=dtype)
+    model.eval()
+    _attach(model, info, tag if weights_path is not None else None)
+    return model
+
+
+def _attach(model: nn.Module, info: ModelInfo, tag: str | None) -> None:
+    # object.__setattr__ keeps transforms out of the model's state dict and module tree.
+    object.__setattr__(model, "transforms", build_transforms(info.transforms, info.name))
+    object.__setattr__(model, "postprocess", build_postprocess(info.postprocess, info.name))
+    object.__setattr__(model, "info", info)
+    object.__setattr__(model, "weights_tag", tag)

@@ -1,0 +1,126 @@
+"""Publishing weights to the Hugging Face Hub (or any Hub-compatible endpoint).
+
+``publish()`` writes ``model.safetensors`` (metadata: zoo version, arch, args), ``config.json`` (enough to
+``zoo.create("hf-hub:ORG/REPO@REV")``) and ``README.md`` (the model card with Hub front matter), checks the
+weights load strictly into the registry architecture, uploads them in one commit, optionally tags it,
+downloads the file back, verifies its sha256 and returns the registry ``weights`` entry.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo import __version__
+from zoo import weights as W
+from zoo.cards import HAND_SECTIONS, card_path, render_card, split_card
+from zoo.errors import WeightsError, ZooError
+from zoo.factory import HUB_CONFIG, HUB_WEIGHTS, build_model, model_info
+from zoo.registry import ModelInfo, thaw
+
+
+class PublishError(ZooError, RuntimeError):
+    pass
+
+
+def hub_config(info: ModelInfo) -> dict[str, Any]:
+    """The ``config.json`` of a published repository (the registry entry minus its weights)."""
+    return {
+        "name": info.name,
+        "zoo_version": __version__,
+        "task": info.task,
+        "arch": info.arch,
+        "args": thaw(info.args),
+        "classifier": list(info.classifier),
+        "paper": {k: v for k, v in vars(info.paper).items() if v is not None},
+        "license": info.license,
+        "card": info.card,
+        "input_size": list(info.input_size),
+        "transforms": {"preset": info.transforms.preset, "args": thaw(info.transforms.args)},
+        "postprocess": {"preset": info.postprocess.preset, "args": thaw(info.postprocess.args)},
+        "exportable": info.exportable,
+        "weights_file": HUB_WEIGHTS,
+    }
+
+
+def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
+    """Write the three release files for ``name`` into ``out_dir``; returns file, sha256 and size.
+
+    The weights must load strictly into the registry architecture (keys and shapes), else nothing is written.
+    """
+    from safetensors.torch import save_file
+
+    info = model_info(name)
+    state = W.strip_prefixes(W.read_state_dict(weights, allow_pickle=allow_pickle))
+    with torch.device("meta"):
+        model = build_model(info)
+    tensors, _ = W.match_state_dict(model, state, strict=True, what=f"weights {weights} for {info.name}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", "zoo_version": __version__, "name": info.name, "arch": info.arch,
+                "args": json.dumps(thaw(info.args), sort_keys=True)}
+    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, out / HUB_WEIGHTS, metadata=metadata)
+    (out / HUB_CONFIG).write_text(json.dumps(hub_config(info), indent=2) + "\n")
+    sections = split_card(card_path(info).read_text(encoding="utf-8"))[1] if card_path(info).is_file() else {}
+    hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
+    (out / "README.md").write_text(render_card(info, hand) + f"\nPublished with dynzoo {__version__}.\n")
+    path = out / HUB_WEIGHTS
+    return {"file": HUB_WEIGHTS, "sha256": W.sha256_file(path), "size": path.stat().st_size}
+
+
+def publish(
+    name: str,
+    weights: str | Path,
+    repo_id: str,
+    *,
+    tag: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    allow_pickle: bool = False,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Publish ``weights`` for registry model ``name`` to ``repo_id``; returns the registry weights entry.
+
+    ``dry_run`` only writes the files (to ``out_dir`` or a temporary folder). An existing ``tag`` is
+    never moved unless ``force``.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+
+    with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
+        folder = Path(out_dir) if out_dir else Path(tmp) / "release"
+        entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle)}
+        if tag:
+            entry["tag"] = tag
+        if dry_run:
+            entry["dry_run"] = True
+            entry["files"] = sorted(p.name for p in folder.iterdir())
+            return entry
+        api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo_id, exist_ok=True)
+        old_tag = None
+        if tag:
+            refs = api.list_repo_refs(repo_id)
+            old_tag = next((t for t in refs.tags if t.name == tag), None)
+            if old_tag is not None and not force:
+                raise PublishError(f"tag {tag!r} already exists in {repo_id} at {old_tag.target_commit}; "
+                                   "pass --force to move it (published pins keep working), or pick a new tag")
+        ops = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in (HUB_WEIGHTS, HUB_CONFIG, "README.md")]
+        commit = api.create_commit(repo_id, operations=ops, commit_message=f"Publish {name} weights (dynzoo {__version__})")
+        revision = commit.oid
+        if tag:
+            if old_tag is not None:
+                api.delete_tag(repo_id, tag=tag)
+            api.create_tag(repo_id, tag=tag, revision=revision)
+        check = hf_hub_download(repo_id, HUB_WEIGHTS, revision=revision, cache_dir=Path(tmp) / "verify-cache",
+                                endpoint=endpoint, token=token)
+        got = W.sha256_file(check)
+        if got != entry["sha256"]:
+            raise WeightsError(f"published {repo_id}@{revision}/{HUB_WEIGHTS} downloads with sha256 {got}, "
+                               f"uploaded {entry['sha256']}: the upload is corrupt; publish again")
+        entry["revision"] = revision
+        return entry

@@ -1,0 +1,331 @@
+"""Finding, verifying and loading weights.
+
+Resolution order for a registry weights tag (``repo``, ``revision``, ``file``, ``sha256``):
+
+1. local mirrors: every directory in ``ZOO_WEIGHTS_MIRROR`` (``os.pathsep``-separated), then the
+   store bundled with the package (``zoo/weights_store``). Layout: ``<mirror>/<org>/<repo>/<revision>/<file>``.
+2. the Hugging Face Hub through ``huggingface_hub.hf_hub_download`` at the pinned revision, honouring
+   ``cache_dir``, ``local_files_only`` and ``HF_HUB_OFFLINE``; the endpoint is ``HF_ENDPOINT``.
+
+Every file is checked against the registry's sha256 before it is used. A full hash is computed once
+per file; afterwards a stamp (path, size, mtime) in ``$ZOO_CACHE`` (default ``~/.cache/zoo``) lets later
+loads skip re-hashing; ``zoo verify`` always re-hashes. A mismatch never deletes anything: the error names
+the file so the user can remove it and download again.
+
+Only safetensors files are loaded by default; a pickle checkpoint needs ``allow_pickle=True`` and is
+then read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from zoo.errors import ChecksumError, OfflineError, StateDictMismatchError, WeightsError
+from zoo.registry import ModelInfo, Weights
+
+MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
+CACHE_ENV = "ZOO_CACHE"
+BUNDLED_STORE = Path(__file__).parent / "weights_store"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+
+
+# ------------------------------------------------------------------------------------ checksums
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp_path(sha256: str) -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zoo"
+    )
+    return Path(root) / "verified" / f"{sha256}.json"
+
+
+def _file_identity(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def verify_file(path: str | Path, sha256: str, size: int | None = None, *, what: str = "weights", force: bool = False) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the expected sha256 (and size).
+
+    A successful full check leaves a stamp so the next call costs only a ``stat``; ``force`` re-hashes.
+    """
+    path = Path(path)
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        raise ChecksumError(
+            f"{what}: {path} has {actual_size} bytes, the registry expects {size} (truncated or wrong file). "
+            f"Nothing was deleted; remove the file and download it again (`zoo download`)."
+        )
+    stamp = _stamp_path(sha256)
+    identity = _file_identity(path)
+    if not force and stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == identity:
+                return
+        except (OSError, ValueError):
+            pass
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ChecksumError(
+            f"{what}: sha256 of {path} is {actual}, the registry expects {sha256}. The file is corrupt or "
+            f"not the published one. Nothing was deleted; remove the file and download it again (`zoo download`)."
+        )
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(identity))
+        os.replace(tmp, stamp)
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+
+
+# ------------------------------------------------------------------------------------ resolution
+def mirror_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get(MIRROR_ENV, "").split(os.pathsep) if p]
+    return dirs + [BUNDLED_STORE]
+
+
+def find_in_mirrors(weights: Weights) -> Path | None:
+    for root in mirror_dirs():
+        candidate = root / weights.repo / weights.revision / weights.file
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _offline_env() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover
+        return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def hub_download(
+    repo: str,
+    file: str,
+    revision: str,
+    *,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    what: str,
+) -> Path:
+    """``hf_hub_download`` with zoo's error messages. The endpoint is ``HF_ENDPOINT`` read at call time."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = _offline_env() if local_files_only is None else local_files_only
+    where = f"{repo}@{revision[:12]}/{file}"
+    try:
+        return Path(hf_hub_download(
+            repo, file, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+            endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="dynzoo",
+        ))
+    except LocalEntryNotFoundError:
+        how = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else "the Hub could not be reached"
+        raise OfflineError(
+            f"{what}: {where} is not in the cache and {how}. Download it first on a connected machine "
+            f"(`zoo download`), copy the cache (HF_HUB_CACHE), or put the file in a mirror directory "
+            f"({MIRROR_ENV}=DIR with DIR/{repo}/{revision}/{file})."
+        ) from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"{what}: revision {revision} does not exist in Hub repo {repo!r}; check the registry entry") from None
+    except RepositoryNotFoundError:
+        raise WeightsError(f"{what}: Hub repo {repo!r} does not exist or is private (log in with `hf auth login`)") from None
+    except EntryNotFoundError:
+        raise WeightsError(f"{what}: file {file!r} is not in {repo}@{revision}; check the registry entry") from None
+    except HfHubHTTPError as exc:
+        raise WeightsError(f"{what}: download of {where} failed: {exc}") from None
+    except OSError as exc:  # e.g. huggingface_hub's size consistency check on a truncated transfer
+        raise WeightsError(f"{what}: download of {where} did not complete ({exc}); try again") from None
+
+
+def cached_hub_file(weights: Weights, *, cache_dir: str | Path | None = None) -> Path | None:
+    """The cached Hub file of ``weights`` if present (never touches the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(weights.repo, weights.file, cache_dir=cache_dir, revision=weights.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve(
+    info: ModelInfo,
+    tag: str | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """Local path of the verified weights file of ``info`` for ``tag`` (default tag when None)."""
+    weights = info.weights_for(tag)
+    what = f"weights {info.name}.{weights.tag}"
+    path = find_in_mirrors(weights)
+    if path is None:
+        path = hub_download(weights.repo, weights.file, weights.revision, cache_dir=cache_dir,
+                            local_files_only=local_files_only, what=what)
+    verify_file(path, weights.sha256, weights.size, what=what)
+    return path
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_state_dict(path: str | Path, *, allow_pickle: bool = False, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file (or, with ``allow_pickle``, a torch checkpoint with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise WeightsError(
+                f"{path} is a pickle checkpoint; zoo loads safetensors only by default. Pass allow_pickle=True "
+                "to read it with torch.load(weights_only=True), or convert it: "
+                "safetensors.torch.save_file(state_dict, 'model.safetensors')."
+            )
+        try:
+            obj = torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
+            raise WeightsError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}") from None
+        return unwrap_checkpoint(obj, path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it and "
+            "download it again"
+        ) from None
+
+
+def unwrap_checkpoint(obj: object, path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict inside common checkpoint containers (``state_dict``, ``model``, ``module``)."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        if isinstance(obj, Mapping):
+            inner = next((obj[k] for k in ("state_dict", "model", "module", "model_state") if k in obj), None)
+            if inner is not None:
+                obj = inner
+                continue
+        break
+    raise WeightsError(f"{path}: no state dict found (expected a mapping of names to tensors, or one under "
+                       "'state_dict' / 'model')")
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("module.", "_orig_mod.")) -> dict[str, torch.Tensor]:
+    """Remove DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------ loading
+def _expected_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.state_dict(keep_vars=True))
+
+
+def match_state_dict(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    reinit: tuple[str, ...] = (),
+    strict: bool = True,
+    what: str = "checkpoint",
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Check keys and shapes of ``state_dict`` against ``model``.
+
+    Keys under a module in ``reinit`` whose shapes differ are dropped (a new head). Returns the tensors
+    to load and the model keys left to initialise. With ``strict``, any other missing, unexpected or
+    mis-shaped key raises :class:`StateDictMismatchError` listing them all; nothing is loaded.
+    """
+    expected = _expected_tensors(model)
+    under_reinit = lambda k: any(k == m or k.startswith(m + ".") for m in reinit)  # noqa: E731
+    to_load, mismatched = {}, []
+    for key, tensor in state_dict.items():
+        if key not in expected:
+            continue
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            if not under_reinit(key):
+                mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[key].shape)}")
+            continue
+        to_load[key] = tensor
+    unexpected = sorted(k for k in state_dict if k not in expected)
+    missing = sorted(k for k in expected if k not in state_dict)
+    if strict and (missing or unexpected or mismatched):
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
+                parts.append(f"{len(items)} {label}: {shown}")
+        raise StateDictMismatchError(
+            f"{what} does not match the model: " + "; ".join(parts)
+            + ". Nothing was loaded. Use the converter for this checkpoint's layout, or pass strict=False "
+            "to load the matching tensors and initialise the rest."
+        )
+    left = sorted(k for k in expected if k not in to_load)
+    return to_load, left
+
+
+def load_into_meta_model(
+    model: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Load ``tensors`` into a model built on the meta device (``assign=True``), then materialise and
+    initialise whatever they did not cover (``reset_parameters`` of the owning module)."""
+    prepared = {}
+    for key, t in tensors.items():
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        prepared[key] = t.to(device)
+    model.load_state_dict(prepared, strict=False, assign=True)
+    for module in model.modules():
+        own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        if not any(t is not None and t.is_meta for _, t in own):
+            continue
+        loaded = {n: t.detach().clone() for n, t in own if t is not None and not t.is_meta}
+        target_dtype = dtype
+        for name, t in own:
+            if t is None or not t.is_meta:
+                continue
+            new = torch.empty_like(t, device=device, dtype=(target_dtype if (target_dtype and t.is_floating_point()) else t.dtype))
+            if isinstance(t, nn.Parameter):
+                module._parameters[name] = nn.Parameter(new, requires_grad=t.requires_grad)
+            else:
+                module._buffers[name] = new
+        reset = getattr(module, "reset_parameters", None) or getattr(module, "reset_running_stats", None)
+        if reset is None:
+            names = ", ".join(n for n, t in own if t is not None and t.is_meta)
+            raise WeightsError(f"cannot initialise {type(module).__name__} tensors {names}: no reset_parameters()")
+        with torch.no_grad():
+            reset()
+            for name, t in loaded.items():  # keep what the checkpoint provided
+                getattr(module, name).copy_(t)
+    return model
