@@ -29,15 +29,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import zoo
-    from zoo.registry import thaw
 
-    info = zoo.model_info(args.name)
-    data = thaw(dataclasses.asdict(info))
-    data["weights"] = {t: thaw(dataclasses.asdict(w)) for t, w in info.weights.items()}
-    print(json.dumps(data, indent=2, default=str))
+    print(json.dumps(zoo.model_info(args.name).to_dict(), indent=2))
     return 0
 
 
@@ -105,9 +99,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
-    import torchvision
 
     import zoo
+    from zoo.io import read_image, write_png
     from zoo.visualize import blend, colourise_labels
 
     info = zoo.model_info(args.name)
@@ -115,14 +109,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if pretrained and not info.pretrained and "." not in args.name:
         raise ZooError(f"{info.name!r} has no published weights; pass --checkpoint PATH, or --random-weights for a smoke run")
     model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device)
-    image = torchvision.io.read_image(str(args.image), mode=torchvision.io.ImageReadMode.RGB).unsqueeze(0).to(args.device)
+    image = read_image(args.image).unsqueeze(0).to(args.device)
     if info.task != "semantic-segmentation":
         raise ZooError(f"zoo predict does not handle task {info.task!r} yet")
     with torch.inference_mode():
         labels = model.postprocess(model(model.transforms(image)), image.shape[-2:])
     picture = blend(image, colourise_labels(labels), alpha=args.alpha)[0].cpu()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torchvision.io.write_png(picture, str(args.out))
+    write_png(picture, args.out)
     classes = torch.unique(labels).tolist()
     print(json.dumps({"out": str(args.out), "classes": classes}))
     return 0

@@ -145,6 +145,16 @@ class ModelInfo:
     def pretrained(self) -> bool:
         return self.default_tag is not None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (the registry entry plus name and source)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["paper"] = dataclasses.asdict(self.paper)
+        out["transforms"] = {"preset": self.transforms.preset, "args": thaw(self.transforms.args)}
+        out["postprocess"] = {"preset": self.postprocess.preset, "args": thaw(self.postprocess.args)}
+        out["weights"] = {t: {**{f.name: getattr(w, f.name) for f in dataclasses.fields(w)},
+                              "metrics": [dataclasses.asdict(m) for m in w.metrics]} for t, w in self.weights.items()}
+        return thaw(out)
+
     def weights_for(self, tag: str | None = None) -> Weights:
         """The weights for ``tag`` (the default tag when None)."""
         tag = tag or self.default_tag

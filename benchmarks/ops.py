@@ -1,0 +1,105 @@
+"""Operator benchmarks: fast path vs the plain reference (and outside references where installed).
+
+Every (case, implementation) runs in a fresh process so that peak memory is its own:
+``ru_maxrss`` after setting up inputs vs after one call. Times are medians of ``repeats`` calls after a
+warm-up, without autograd. Ratios are taken against the case's baseline in the same run.
+
+    python benchmarks/ops.py [--only lsdfn,correlation] [--repeats 5] [--out benchmarks/results/ops.json]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import resource
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+from _bench import time_ms  # noqa: E402
+
+
+def case_modules(only: set[str] | None) -> list[str]:
+    import op_cases
+
+    names = sorted(m.name for m in pkgutil.iter_modules(op_cases.__path__))
+    return [n for n in names if only is None or n in only]
+
+
+def worker(module: str, index: int, impl: str, repeats: int) -> dict:
+    case = importlib.import_module(f"op_cases.{module}").cases()[index]
+    fns = case.setup()
+    fn = fns[impl]
+    with torch.no_grad():
+        fn()  # warm-up (also the first-touch of lazily created buffers)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ms = time_ms(fn, repeats=case.repeats if repeats <= 0 else repeats, warmup=0)
+    return {"ms": ms, "peak_extra_mb": max(after - before, 0) / 1024.0}
+
+
+def run_isolated(module: str, index: int, impl: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", f"{module}:{index}:{impl}", "--repeats", str(repeats)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated op_cases modules")
+    parser.add_argument("--repeats", type=int, default=0, help="override each case's repeats")
+    parser.add_argument("--out", default=str(HERE / "results" / "ops.json"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        module, index, impl = args.worker.split(":")
+        print(json.dumps(worker(module, int(index), impl, args.repeats)))
+        return
+
+    only = set(args.only.split(",")) if args.only else None
+    rows = []
+    for module in case_modules(only):
+        for index, case in enumerate(importlib.import_module(f"op_cases.{module}").cases()):
+            impls = list(case.setup().keys())
+            results = {impl: run_isolated(module, index, impl, args.repeats) for impl in impls}
+            base = results.get(case.baseline, {})
+            for impl, r in results.items():
+                row = {"op": case.op, "setting": case.setting, "impl": impl, **r}
+                if "ms" in r and "ms" in base:
+                    row["speedup_vs_" + case.baseline] = round(base["ms"] / r["ms"], 2)
+                    if r["peak_extra_mb"] > 0:
+                        row["memory_ratio_vs_" + case.baseline] = round(base["peak_extra_mb"] / r["peak_extra_mb"], 2)
+                rows.append(row)
+                print(f"{case.op:28s} {case.setting:44s} {impl:28s} "
+                      + (f"{r['ms']:10.2f} ms  peak +{r['peak_extra_mb']:8.1f} MB" if "ms" in r else r["error"]),
+                      flush=True)
+    result = {
+        "benchmark": "ops",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

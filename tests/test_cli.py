@@ -1,0 +1,117 @@
+"""The `zoo` command, run in-process through zoo.cli.main (and once as an installed wheel)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import zoo
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_info_card(capsys):
+    code, out, _ = run(capsys, "list", "deeplab*")
+    assert code == 0 and "deeplabv3-r50" in out.splitlines()[2] or "deeplabv3-r50" in out
+    assert out.splitlines()[0].split()[:2] == ["model", "task"]
+    code, out, _ = run(capsys, "list", "--task", "semantic-segmentation", "--pretrained")
+    assert code == 0
+    code, out, _ = run(capsys, "info", "deeplabv2-r101")
+    info = json.loads(out)
+    assert info["arch"] == "deeplabv2" and info["transforms"]["args"]["channel_order"] == "bgr"
+
+
+def test_unknown_model_is_a_clear_error_not_a_traceback(capsys):
+    code, _, err = run(capsys, "info", "deeplabv3-r05")
+    assert code == 2 and "unknown model 'deeplabv3-r05'" in err and "deeplabv3-r50" in err
+
+
+def test_download_and_verify_against_the_hub(capsys, hub_server, hf_cache, user_registry, tmp_path):
+    from zoo.publish import publish
+
+    torch.manual_seed(0)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in zoo.create("test-small-segnet").state_dict().items()}, str(path))
+    entry = publish("test-small-segnet", path, "zoo-test/cli", tag="v1", endpoint=hub_server.endpoint)
+    user_registry("test-small-segnet", {"default": "v1", "tags": {"v1": {
+        **{k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")},
+        "source": "test", "license": "apache-2.0",
+        "metrics": [{"dataset": "d", "split": "s", "metric": "m", "value": 1, "measured": "test"}]}}})
+    code, out, _ = run(capsys, "verify", "test-small-segnet")
+    assert code == 0 and "not downloaded" in out
+    code, out, _ = run(capsys, "download", "test-small-segnet")
+    assert code == 0 and "test-small-segnet.v1:" in out
+    code, out, _ = run(capsys, "verify", "test-small-segnet.v1")
+    assert code == 0 and ": ok" in out
+    cached = Path(out.split()[-1]).resolve()
+    cached.write_bytes(cached.read_bytes()[:-1] + b"\x00")
+    code, out, _ = run(capsys, "verify", "test-small-segnet")
+    assert code == 1 and "FAILED" in out
+
+
+def test_publish_dry_run_prints_the_registry_entry(capsys, user_registry, tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in zoo.create("test-small-segnet").state_dict().items()}, str(path))
+    code, out, _ = run(capsys, "publish", "test-small-segnet", "--weights", str(path), "--repo-id", "org/x",
+                       "--dry-run", "--out-dir", str(tmp_path / "out"))
+    entry = json.loads(out)
+    assert code == 0 and entry["repo"] == "org/x" and len(entry["sha256"]) == 64 and entry["size"] > 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["arch"] == "test_small_segnet"
+
+
+def test_predict_writes_a_blended_mask(capsys, user_registry, realdata, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in zoo.create("test-small-segnet").state_dict().items()}, str(path))
+    image = realdata / "voc2012_val_samples_vainf" / "1_image.png"
+    out = tmp_path / "mask.png"
+    code, printed, _ = run(capsys, "predict", "test-small-segnet", str(image), "--checkpoint", str(path), "--out", str(out))
+    from zoo.io import read_image
+
+    assert code == 0 and out.is_file()
+    picture, original = read_image(out), read_image(image)
+    assert picture.shape == original.shape
+    assert not torch.equal(picture, original)
+    assert json.loads(printed)["classes"]
+
+
+def test_predict_without_weights_says_how_to_proceed(capsys):
+    code, _, err = run(capsys, "predict", "deeplabv3-r50", "x.png", "--out", "y.png")
+    assert code == 2 and "--checkpoint" in err
+
+
+@pytest.mark.slow
+def test_wheel_ships_registry_and_cards_and_runs_zoo_list(tmp_path):
+    """Build the wheel, install it in a fresh venv (dependencies visible through a .pth), run `zoo list`."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(dist)], check=True, cwd=tmp_path)
+    wheel = next(dist.glob("dynzoo-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    python = venv / "bin" / "python"
+    done = subprocess.run([str(python), "-c", "import zoo.cli, sys; sys.exit(zoo.cli.main(['list']))"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "deeplabv3-r50" in done.stdout
+    where = subprocess.run([str(python), "-c", "import zoo, zoo.cards as c; print(zoo.__file__); print(len(list(c.cards_dir().glob('*.md'))))"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env).stdout.split()
+    assert str(site) in where[0] and int(where[1]) == len(zoo.list_models())
