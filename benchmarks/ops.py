@@ -40,8 +40,7 @@ def worker(module: str, index: int, impl: str, repeats: int) -> dict:
     case = importlib.import_module(f"op_cases.{module}").cases()[index]
     fns = case.setup()
     fn = fns[impl]
-    with torch.no_grad():
-        fn()  # warm-up (also the first-touch of lazily created buffers)
+    # ru_maxrss is a high-water mark: the first call after input setup is the one that shows the peak.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
         fn()

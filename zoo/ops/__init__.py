@@ -19,3 +19,40 @@ from zoo.ops.deform_roi_pool import (  # noqa: E402
     deform_roi_pool_reference,
     ps_roi_pool,
 )
+from zoo.ops.dynamic_filter import (  # noqa: E402
+    DynamicConv2d,
+    DynamicLocalFilter,
+    dynamic_conv2d,
+    dynamic_conv2d_reference,
+    dynamic_local_filter,
+    dynamic_local_filter_reference,
+    mix_kernels,
+    per_sample_conv2d,
+)
+from zoo.ops.cond_conv import CondConv2d, CondConvRouting, cond_conv2d, cond_conv2d_reference  # noqa: E402
+from zoo.ops.dy_conv import DyConv2d, dy_conv2d, dy_conv2d_reference, set_temperature, temperature_schedule  # noqa: E402
+from zoo.ops.dynet import DyNetConv2d, dynet_conv2d, dynet_conv2d_reference  # noqa: E402
+from zoo.ops.cac import (  # noqa: E402
+    ContextAdaptiveConv,
+    cac_kernels,
+    cac_kernels_reference,
+    cac_weighting,
+    cac_weighting_reference,
+)
+from zoo.ops.context_module import ContextModule, context_module, context_module_reference  # noqa: E402
+from zoo.ops.depth_dc import DDPM, BasicConv2d, DenseLayer, DepthDC  # noqa: E402
+from zoo.ops.dmnet import (  # noqa: E402
+    DynamicConvModule,
+    dynamic_depthwise_conv2d,
+    dynamic_depthwise_conv2d_reference,
+)
+from zoo.ops.dynamic_mask_head import (  # noqa: E402
+    DynamicMaskHead,
+    aligned_bilinear,
+    compute_locations,
+    dynamic_mask_head,
+    dynamic_mask_head_reference,
+    dynamic_params_counts,
+    parse_dynamic_params,
+    relative_coordinates,
+)

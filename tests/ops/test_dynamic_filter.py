@@ -1,0 +1,250 @@
+"""Tests of zoo.ops.dynamic_filter (DFN dynamic convolution, dynamic local filtering, shared helpers)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.errors import InputError
+from zoo.ops.dynamic_filter import (
+    DynamicConv2d,
+    DynamicLocalFilter,
+    dynamic_conv2d,
+    dynamic_conv2d_reference,
+    dynamic_local_filter,
+    dynamic_local_filter_reference,
+    mix_kernels,
+    per_sample_conv2d,
+)
+
+# (B, C, out, H, W, (kh, kw), stride, padding, dilation, groups)
+CONV_CASES = [
+    (1, 3, 5, 7, 7, (3, 3), 1, 1, 1, 1),
+    (3, 4, 6, 9, 6, (3, 1), 2, (1, 0), 1, 2),
+    (2, 6, 3, 11, 8, (3, 3), 1, 2, 2, 3),
+    (4, 2, 4, 5, 13, (1, 1), 1, 0, 1, 1),
+    (2, 4, 4, 8, 10, (5, 3), (2, 1), "valid", 1, 4),
+]
+# (B, C, H, W, k, dilation, per_channel, softmax)
+LOCAL_CASES = [
+    (1, 1, 5, 5, 3, 1, False, False),
+    (3, 4, 7, 9, 3, 1, True, False),
+    (2, 3, 6, 11, 5, 2, False, True),
+    (2, 2, 9, 4, 3, 3, True, True),
+    (1, 2, 4, 6, 9, 1, False, True),
+]
+
+
+def _conv_inputs(case, dtype=torch.float32, bias=True):
+    b, c, out, h, w, k, stride, padding, dilation, groups = case
+    x = torch.randn(b, c, h, w, dtype=dtype)
+    filters = torch.randn(b, out, c // groups, *k, dtype=dtype)
+    bias_t = torch.randn(b, out, dtype=dtype) if bias else None
+    return x, filters, bias_t, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _local_inputs(case, dtype=torch.float32):
+    b, c, h, w, k, dilation, per_channel, softmax = case
+    x = torch.randn(b, c, h, w, dtype=dtype)
+    filters = torch.randn(b, (c if per_channel else 1) * k * k, h, w, dtype=dtype)
+    return x, filters, dict(kernel_size=k, dilation=dilation, softmax=softmax)
+
+
+# 1. shapes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_dynamic_conv2d_shape_matches_conv2d(case):
+    x, filters, bias, kw = _conv_inputs(case)
+    expected = F.conv2d(x[:1], filters[0], bias[0], **kw).shape[1:]
+    assert dynamic_conv2d(x, filters, bias, **kw).shape == (x.shape[0], *expected)
+
+
+def test_local_filter_and_modules_shapes():
+    x = torch.randn(2, 5, 6, 7)
+    assert dynamic_local_filter(x, torch.randn(2, 9, 6, 7), 3).shape == x.shape
+    assert DynamicLocalFilter(3, dilation=2)(x, torch.randn(2, 45, 6, 7)).shape == x.shape
+    layer = DynamicConv2d(5, 8, (3, 5), padding=(1, 2), bias=True)
+    assert layer(x, torch.randn(2, *layer.filter_shape)).shape == (2, 8, 6, 7)
+    assert dict(layer.named_parameters()).keys() == {"bias"}
+    assert list(DynamicLocalFilter(3).parameters()) == []
+
+
+def test_empty_batch():
+    out = per_sample_conv2d(torch.randn(0, 4, 6, 6), torch.randn(0, 4, 2, 3, 3), None, 1, 1, 1, 2)
+    assert out.shape == (0, 4, 6, 6)
+
+
+def test_mix_kernels_shapes_and_values():
+    coeff, bank, bias = torch.randn(3, 4), torch.randn(4, 2, 5, 3, 3), torch.randn(4, 2)
+    kernels, biases = mix_kernels(coeff, bank, bias)
+    assert kernels.shape == (3, 2, 5, 3, 3) and biases.shape == (3, 2)
+    torch.testing.assert_close(kernels[1], sum(coeff[1, e] * bank[e] for e in range(4)))
+    assert mix_kernels(coeff, bank)[1] is None
+
+
+# 2. exceptions --------------------------------------------------------------------------------------
+
+
+def test_dynamic_conv2d_errors():
+    x = torch.randn(2, 4, 5, 5)
+    with pytest.raises(InputError, match="x must have shape"):
+        dynamic_conv2d(x[0], torch.randn(2, 3, 4, 3, 3))
+    with pytest.raises(InputError, match="filters must have B=2"):
+        dynamic_conv2d(x, torch.randn(3, 3, 4, 3, 3))
+    with pytest.raises(InputError, match="in_per_group=2"):
+        dynamic_conv2d(x, torch.randn(2, 4, 4, 3, 3), groups=2)
+    with pytest.raises(InputError, match="groups=3 does not divide"):
+        dynamic_conv2d(x, torch.randn(2, 3, 1, 3, 3), groups=3)
+    with pytest.raises(InputError, match="bias must have"):
+        dynamic_conv2d(x, torch.randn(2, 3, 4, 3, 3), torch.randn(2, 4))
+    with pytest.raises(InputError, match="floating-point"):
+        dynamic_conv2d(x.long(), torch.randn(2, 3, 4, 3, 3))
+    with pytest.raises(InputError, match="share device and dtype"):
+        dynamic_conv2d(x, torch.randn(2, 3, 4, 3, 3, dtype=torch.float64))
+    with pytest.raises(InputError, match="kh=3"):
+        DynamicConv2d(4, 3, 3)(x, torch.randn(2, 3, 4, 5, 5))
+    with pytest.raises(ValueError):
+        DynamicConv2d(4, 3, 3, groups=2)
+
+
+def test_local_filter_errors():
+    x = torch.randn(2, 3, 5, 6)
+    with pytest.raises(InputError, match="k\\*k=9 channels"):
+        dynamic_local_filter(x, torch.randn(2, 10, 5, 6), 3)
+    with pytest.raises(InputError, match="odd"):
+        dynamic_local_filter(x, torch.randn(2, 4, 5, 6), 2)
+    with pytest.raises(InputError, match="filters must have H=5"):
+        dynamic_local_filter(x, torch.randn(2, 9, 6, 6), 3)
+    with pytest.raises(InputError, match="dilation"):
+        dynamic_local_filter(x, torch.randn(2, 9, 5, 6), 3, dilation=0)
+    with pytest.raises(ValueError):
+        DynamicLocalFilter(4)
+
+
+# 3. fast == reference -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_dynamic_conv2d_matches_reference(case, dtype):
+    torch.manual_seed(0)
+    x, filters, bias, kw = _conv_inputs(case, dtype)
+    torch.testing.assert_close(dynamic_conv2d(x, filters, bias, **kw), dynamic_conv2d_reference(x, filters, bias, **kw))
+    torch.testing.assert_close(dynamic_conv2d(x, filters, None, **kw), dynamic_conv2d_reference(x, filters, None, **kw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", LOCAL_CASES)
+def test_local_filter_matches_reference(case, dtype):
+    torch.manual_seed(0)
+    x, filters, kw = _local_inputs(case, dtype)
+    torch.testing.assert_close(dynamic_local_filter(x, filters, **kw), dynamic_local_filter_reference(x, filters, **kw))
+
+
+def test_channels_last_and_noncontiguous_inputs():
+    x, filters, bias, kw = _conv_inputs(CONV_CASES[1])
+    expected = dynamic_conv2d_reference(x, filters, bias, **kw)
+    torch.testing.assert_close(dynamic_conv2d(x.to(memory_format=torch.channels_last), filters, bias, **kw), expected)
+    torch.testing.assert_close(dynamic_conv2d(x, filters.transpose(3, 4).contiguous().transpose(3, 4), bias, **kw),
+                               expected)
+
+
+# 4. exact answers -----------------------------------------------------------------------------------
+
+
+def test_local_filter_hand_worked():
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    ones = torch.ones(1, 9, 3, 3)
+    # 3x3 box sums with zero padding
+    expected = torch.tensor([[8.0, 15.0, 12.0], [21.0, 36.0, 27.0], [20.0, 33.0, 24.0]]).view(1, 1, 3, 3)
+    assert torch.equal(dynamic_local_filter(x, ones, 3), expected)
+    # softmax of equal logits = box mean
+    torch.testing.assert_close(dynamic_local_filter(x, ones, 3, softmax=True), expected / 9)
+    # a one-hot tap (i=0, j=2) reads the up-right neighbour: out[y, x] = in[y-1, x+1]
+    shift = torch.zeros(1, 9, 3, 3)
+    shift[:, 2] = 1
+    assert torch.equal(dynamic_local_filter(x, shift, 3), torch.tensor([[[[0.0, 0, 0], [1, 2, 0], [4, 5, 0]]]]))
+    # per-position choice: left column centre tap, others zero
+    centre = torch.zeros(1, 9, 3, 3)
+    centre[:, 4, :, 0] = 2
+    assert torch.equal(dynamic_local_filter(x, centre, 3)[0, 0, :, 0], torch.tensor([0.0, 6, 12]))
+
+
+def test_dynamic_conv2d_scaled_identity_per_sample():
+    x = torch.randn(3, 2, 4, 5)
+    filters = torch.zeros(3, 2, 2, 1, 1)
+    for b in range(3):
+        filters[b, :, :, 0, 0] = (b + 1) * torch.eye(2)
+    out = dynamic_conv2d(x, filters, torch.ones(3, 2))
+    assert torch.equal(out, x * torch.tensor([1.0, 2, 3]).view(3, 1, 1, 1) + 1)
+
+
+def test_module_static_bias():
+    layer = DynamicConv2d(2, 3, 1, bias=True)
+    assert torch.equal(layer.bias, torch.zeros(3))
+    with torch.no_grad():
+        layer.bias.fill_(0.5)
+    x, f = torch.randn(2, 2, 3, 3), torch.randn(2, 3, 2, 1, 1)
+    torch.testing.assert_close(layer(x, f), dynamic_conv2d_reference(x, f) + 0.5)
+
+
+# 5. gradcheck ---------------------------------------------------------------------------------------
+
+
+def test_gradcheck():
+    kw = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(2, 2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, f, b: dynamic_conv2d(x, f, b, **kw), (x, f, b), fast_mode=True)
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    for per_channel, softmax in [(False, True), (True, False)]:
+        f = torch.randn(1, (2 if per_channel else 1) * 9, 3, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x, f: dynamic_local_filter(x, f, 3, 1, softmax), (x, f), fast_mode=True)
+
+
+# 6. meta device -------------------------------------------------------------------------------------
+
+
+def test_meta_device():
+    with torch.device("meta"):
+        layer = DynamicConv2d(4, 6, 3, padding=1, bias=True)
+        out = layer(torch.randn(2, 4, 7, 8), torch.randn(2, 6, 4, 3, 3))
+        local = dynamic_local_filter(torch.randn(2, 4, 7, 8), torch.randn(2, 36, 7, 8), 3, softmax=True)
+    assert out.device.type == "meta" and out.shape == (2, 6, 7, 8)
+    assert local.device.type == "meta" and local.shape == (2, 4, 7, 8)
+
+
+# 7. bfloat16 ----------------------------------------------------------------------------------------
+
+
+def test_bfloat16_forward():
+    x, filters, bias, kw = _conv_inputs(CONV_CASES[1])
+    out = dynamic_conv2d(x.bfloat16(), filters.bfloat16(), bias.bfloat16(), **kw)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), dynamic_conv2d(x, filters, bias, **kw), atol=0.15, rtol=0.05)
+    x, filters, kw = _local_inputs(LOCAL_CASES[1])
+    out = dynamic_local_filter(x.bfloat16(), filters.bfloat16(), **kw)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), dynamic_local_filter(x, filters, **kw), atol=0.1, rtol=0.05)
+
+
+# 8. torch.compile -----------------------------------------------------------------------------------
+
+
+def test_compile_local_filter():
+    layer = DynamicLocalFilter(3, dilation=2, softmax=True)
+    x, filters = torch.randn(2, 3, 6, 7), torch.randn(2, 27, 6, 7)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, filters), dynamic_local_filter_reference(x, filters, 3, 2, True))
+    conv = torch.compile(DynamicConv2d(3, 4, 3, padding=1), backend="eager", fullgraph=True)
+    f = torch.randn(2, 4, 3, 3, 3)
+    torch.testing.assert_close(conv(x, f), dynamic_conv2d_reference(x, f, padding=1))
+
+
+@pytest.mark.slow
+def test_compile_inductor_local_filter():  # ~20 s of C++ compilation on 2 cores
+    layer = DynamicLocalFilter(3, softmax=True)
+    x, filters = torch.randn(2, 3, 6, 7), torch.randn(2, 9, 6, 7)
+    torch.testing.assert_close(torch.compile(layer)(x, filters), dynamic_local_filter_reference(x, filters, 3, 1, True))
