@@ -53,6 +53,15 @@ def build_model(info: ModelInfo, **arch_overrides: Any) -> nn.Module:
         raise RegistryError(f"entry {info.name!r}, field 'args' (with overrides {sorted(arch_overrides)}): {exc}") from None
 
 
+def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: int = 1,
+                   device: str | torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    """Random network inputs (after transforms) for ``info``: ``(batch, *input_size)``, optionally at
+    another spatial ``size``. Used for FLOP counts, smoke tests and export checks."""
+    c, *hw = info.input_size
+    shape = (batch, c, *(size if size is not None else hw))
+    return (torch.randn(shape, device=device),)
+
+
 def _hub_info(repo: str, revision: str | None, cache_dir, local_files_only) -> tuple[ModelInfo, Path]:
     rev = revision or "main"
     cfg_path = W.hub_download(repo, HUB_CONFIG, rev, cache_dir=cache_dir, local_files_only=local_files_only,

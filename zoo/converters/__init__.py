@@ -20,6 +20,9 @@ Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 _BUILTIN = {
     "torchvision-deeplabv3": "zoo.converters.torchvision_deeplab",
     "kazuto-deeplabv2": "zoo.converters.kazuto_deeplab",
+    "flownet-pytorch": "zoo.converters.flownet_pytorch",
+    "flownet2": "zoo.converters.flownet2",
+    "mmflow-flownet": "zoo.converters.mmflow_flownet",
 }
 _USER: dict[str, Converter] = {}
 

@@ -56,3 +56,7 @@ from zoo.ops.dynamic_mask_head import (  # noqa: E402
     parse_dynamic_params,
     relative_coordinates,
 )
+from zoo.ops.lsdfn import LSDFN, lsdfn, lsdfn_reference  # noqa: E402
+from zoo.ops.correlation import Correlation, correlation, correlation_reference  # noqa: E402
+from zoo.ops.aspp import ASPP, aspp_reference, aspp_v2, aspp_v2_reference, atrous_conv2d  # noqa: E402
+from zoo.ops.multiscale import MultiScaleFusion, multiscale_fusion, multiscale_fusion_reference  # noqa: E402

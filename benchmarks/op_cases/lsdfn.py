@@ -1,0 +1,39 @@
+"""LS-DFN at the paper's settings: fast path (samples summed before the shared kernel) vs the
+reference that materialises the unfolded s*s*k*k neighbourhood. U is given channels-last in
+memory (as LSDFN computes it); ``fast_u_channels_first`` shows the cost of a channels-first U."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from benchmarks._bench import Case
+from zoo.ops.lsdfn import lsdfn, lsdfn_reference
+
+
+def _setup(c: int, co: int, k: int, s: int, gamma: int, h: int, w: int) -> Callable[[], dict[str, Callable[[], Any]]]:
+    def setup() -> dict[str, Callable[[], Any]]:
+        g = torch.Generator().manual_seed(0)
+        args = (
+            torch.randn(1, c, h, w, generator=g),                 # features F
+            # U (1, C', C, H, W) stored channels-last, the layout LSDFN's kernel branch produces
+            0.05 * torch.randn(1, h, w, co, c, generator=g).permute(0, 3, 4, 1, 2),
+            0.1 * torch.randn(1, co, k * k, h, w, generator=g),   # V
+            0.1 * torch.randn(1, k * k, h, w, generator=g),       # position attention
+            0.1 * torch.randn(1, s * s, h, w, generator=g),       # sample attention
+        )
+        u_first = (args[0], args[1].contiguous(), *args[2:])  # U channels-first: one transposing copy
+        return {
+            "fast": lambda: lsdfn(*args, sample_stride=gamma),
+            "fast_u_channels_first": lambda: lsdfn(*u_first, sample_stride=gamma),
+            "reference": lambda: lsdfn_reference(*args, sample_stride=gamma),
+        }
+
+    return setup
+
+
+def cases() -> list[Case]:
+    return [
+        Case("lsdfn", "DeepLab: C=256 C'=24 k=3 s=5 gamma=3 1x41x41", _setup(256, 24, 3, 5, 3, 41, 41), repeats=3),
+        Case("lsdfn", "FlowNet: C=256 C'=24 k=3 s=9 gamma=2 1x48x64", _setup(256, 24, 3, 9, 2, 48, 64), repeats=2),
+    ]
