@@ -6,16 +6,22 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import InputError
+from zoo.ops.cond_conv import cond_conv2d, cond_conv2d_reference
+from zoo.ops.dy_conv import dy_conv2d, dy_conv2d_reference
 from zoo.ops.dynamic_filter import (
     DynamicConv2d,
     DynamicLocalFilter,
+    MixtureNames,
     dynamic_conv2d,
     dynamic_conv2d_reference,
     dynamic_local_filter,
     dynamic_local_filter_reference,
+    kernel_mixture_conv2d,
+    kernel_mixture_conv2d_reference,
     mix_kernels,
     per_sample_conv2d,
 )
+from zoo.ops.dynet import dynet_conv2d, dynet_conv2d_reference
 
 # (B, C, out, H, W, (kh, kw), stride, padding, dilation, groups)
 CONV_CASES = [
@@ -33,6 +39,31 @@ LOCAL_CASES = [
     (2, 2, 9, 4, 3, 3, True, True),
     (1, 2, 4, 6, 9, 1, False, True),
 ]
+
+# kernel mixtures: (B, C, out, H, W, (kh, kw), stride, padding, dilation, groups, E, temperature for DyConv)
+MIXTURE_CASES = [
+    (1, 3, 5, 7, 7, (3, 3), 1, 1, 1, 1, 4, 1.0),
+    (3, 4, 6, 9, 6, (3, 1), 2, (1, 0), 1, 2, 3, 30.0),
+    (2, 6, 3, 11, 8, (3, 3), 1, 2, 2, 3, 8, 0.5),
+    (4, 4, 4, 5, 13, (1, 1), 1, 0, 1, 4, 1, 1.0),
+]
+# the kernel mixture and its three thin wrappers: (fast, reference, coefficients (B, E), extra keyword arguments)
+MIXTURE_OPS = {
+    "kernel_mixture": (kernel_mixture_conv2d, kernel_mixture_conv2d_reference, torch.randn, lambda tau: {}),
+    "cond_conv": (cond_conv2d, cond_conv2d_reference, torch.rand, lambda tau: {}),  # routing in (0, 1)
+    "dynet": (dynet_conv2d, dynet_conv2d_reference, lambda *s, **k: 2 * torch.randn(*s, **k), lambda tau: {}),
+    "dy_conv": (dy_conv2d, dy_conv2d_reference, lambda *s, **k: 3 * torch.randn(*s, **k),
+                lambda tau: {"temperature": tau}),  # attention logits
+}
+
+
+def _mixture_inputs(case, make_coefficients, dtype=torch.float32):
+    b, c, out, h, w, k, stride, padding, dilation, groups, e, _ = case
+    x = torch.randn(b, c, h, w, dtype=dtype)
+    coefficients = make_coefficients(b, e, dtype=dtype)
+    bank = torch.randn(e, out, c // groups, *k, dtype=dtype)
+    bias = torch.randn(e, out, dtype=dtype)
+    return x, coefficients, bank, bias, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
 def _conv_inputs(case, dtype=torch.float32, bias=True):
@@ -83,6 +114,15 @@ def test_mix_kernels_shapes_and_values():
     assert mix_kernels(coeff, bank)[1] is None
 
 
+def test_kernel_mixture_shape_and_one_hot_is_conv():
+    x, bank, bias = torch.randn(2, 4, 7, 5), torch.randn(3, 6, 2, 3, 3), torch.randn(3, 6)
+    coefficients = torch.tensor([[0.0, 1, 0], [0, 0, 1]])
+    out = kernel_mixture_conv2d(x, coefficients, bank, bias, padding=1, groups=2)
+    assert out.shape == (2, 6, 7, 5)
+    for b, e in [(0, 1), (1, 2)]:
+        torch.testing.assert_close(out[b : b + 1], F.conv2d(x[b : b + 1], bank[e], bias[e], padding=1, groups=2))
+
+
 # 2. exceptions --------------------------------------------------------------------------------------
 
 
@@ -122,6 +162,30 @@ def test_local_filter_errors():
         DynamicLocalFilter(4)
 
 
+def test_kernel_mixture_errors_name_the_callers_tensors():
+    x, coefficients, bank, bias = torch.randn(3, 4, 5, 5), torch.rand(3, 2), torch.randn(2, 6, 2, 3, 3), torch.randn(2, 6)
+    kw = dict(padding=1, groups=2)
+    with pytest.raises(InputError, match="coefficients must have E=2"):
+        kernel_mixture_conv2d(x, coefficients[:, :1], bank, bias, **kw)
+    with pytest.raises(InputError, match="coefficients must have B=3"):
+        kernel_mixture_conv2d_reference(x, coefficients[:2], bank, bias, **kw)
+    with pytest.raises(InputError, match="bank must have in_per_group=4"):
+        kernel_mixture_conv2d(x, coefficients, bank, bias, padding=1)
+    with pytest.raises(InputError, match=r"bias must have out=6 in shape \(E,out\)"):
+        kernel_mixture_conv2d(x, coefficients, bank, bias[:, :3], **kw)
+    with pytest.raises(InputError, match="groups=3 does not divide"):
+        kernel_mixture_conv2d(x, coefficients, bank, bias, groups=3)
+    with pytest.raises(InputError, match="x must be a floating-point"):
+        kernel_mixture_conv2d(x.long(), coefficients, bank, bias, **kw)
+    with pytest.raises(InputError, match="x and coefficients: tensors must share device and dtype"):
+        kernel_mixture_conv2d(x, coefficients.double(), bank, bias, **kw)
+    names = MixtureNames("routing_weights", "experts", "K")
+    with pytest.raises(InputError, match=r"routing_weights must have K=2 in shape \(B,K\)"):
+        kernel_mixture_conv2d(x, coefficients[:, :1], bank, bias, **kw, names=names)
+    with pytest.raises(InputError, match="x and experts: tensors must share"):
+        kernel_mixture_conv2d_reference(x, coefficients, bank.double(), bias, **kw, names=names)
+
+
 # 3. fast == reference -------------------------------------------------------------------------------
 
 
@@ -140,6 +204,20 @@ def test_local_filter_matches_reference(case, dtype):
     torch.manual_seed(0)
     x, filters, kw = _local_inputs(case, dtype)
     torch.testing.assert_close(dynamic_local_filter(x, filters, **kw), dynamic_local_filter_reference(x, filters, **kw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", MIXTURE_CASES)
+@pytest.mark.parametrize("op", list(MIXTURE_OPS))
+def test_kernel_mixture_matches_reference(op, case, dtype):
+    """The fast path (one matmul + one grouped conv) of the mixture and of CondConv, DyNet and DyConv
+    (which only produce the coefficients differently) equals their per-sample loops, with and without bias."""
+    fast, reference, make_coefficients, extra = MIXTURE_OPS[op]
+    torch.manual_seed(0)
+    x, coefficients, bank, bias, kw = _mixture_inputs(case, make_coefficients, dtype)
+    kw.update(extra(case[-1]))
+    torch.testing.assert_close(fast(x, coefficients, bank, bias, **kw), reference(x, coefficients, bank, bias, **kw))
+    torch.testing.assert_close(fast(x, coefficients, bank, None, **kw), reference(x, coefficients, bank, None, **kw))
 
 
 def test_channels_last_and_noncontiguous_inputs():
@@ -202,6 +280,15 @@ def test_gradcheck():
     for per_channel, softmax in [(False, True), (True, False)]:
         f = torch.randn(1, (2 if per_channel else 1) * 9, 3, 3, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda x, f: dynamic_local_filter(x, f, 3, 1, softmax), (x, f), fast_mode=True)
+
+
+@pytest.mark.parametrize("op", list(MIXTURE_OPS))
+def test_kernel_mixture_gradcheck(op):
+    fast, _, make_coefficients, extra = MIXTURE_OPS[op]
+    kw = dict(stride=(1, 2), padding=1, dilation=1, groups=2, **extra(2.0))
+    args = (torch.randn(2, 2, 4, 5), make_coefficients(2, 3), torch.randn(3, 2, 1, 3, 3), torch.randn(3, 2))
+    args = tuple(a.double().requires_grad_() for a in args)
+    assert torch.autograd.gradcheck(lambda *a: fast(*a, **kw), args, fast_mode=True)
 
 
 # 6. meta device -------------------------------------------------------------------------------------

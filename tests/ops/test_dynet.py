@@ -63,15 +63,8 @@ def test_errors():
 # 3. fast == reference -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", CASES)
-def test_matches_reference(case, dtype):
-    torch.manual_seed(0)
-    x, coefficients, bank, bias, kw = _inputs(case, dtype)
-    torch.testing.assert_close(dynet_conv2d(x, coefficients, bank, bias, **kw),
-                               dynet_conv2d_reference(x, coefficients, bank, bias, **kw))
-    torch.testing.assert_close(dynet_conv2d(x, coefficients, bank, None, **kw),
-                               dynet_conv2d_reference(x, coefficients, bank, None, **kw))
+# dynet_conv2d == dynet_conv2d_reference on random inputs (float32/64, with and without bias) is the shared
+# parametrised tests/ops/test_dynamic_filter.py::test_kernel_mixture_matches_reference.
 
 
 def test_module_matches_reference_after_training_step():
@@ -108,11 +101,13 @@ def test_linear_in_coefficients():
 # 5. gradcheck ---------------------------------------------------------------------------------------
 
 
-def test_gradcheck():
-    kw = dict(stride=(1, 2), padding=1, dilation=1, groups=2)
-    args = (torch.randn(2, 2, 4, 5), torch.randn(2, 3), torch.randn(3, 2, 1, 3, 3), torch.randn(3, 2))
-    args = tuple(a.double().requires_grad_() for a in args)
-    assert torch.autograd.gradcheck(lambda *a: dynet_conv2d(*a, **kw), args, fast_mode=True)
+def test_gradcheck_through_coefficient_predictor():
+    # the functional op alone: tests/ops/test_dynamic_filter.py::test_kernel_mixture_gradcheck
+    layer = DyNetConv2d(2, 2, 3, stride=(1, 2), padding=1, groups=2, num_kernels=3).double()
+    with torch.no_grad():
+        layer.coefficient_fc.weight.normal_()  # away from the zero init: the coefficients depend on x
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
 
 
 # 6. meta device -------------------------------------------------------------------------------------

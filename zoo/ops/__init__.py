@@ -22,10 +22,13 @@ from zoo.ops.deform_roi_pool import (  # noqa: E402
 from zoo.ops.dynamic_filter import (  # noqa: E402
     DynamicConv2d,
     DynamicLocalFilter,
+    MixtureNames,
     dynamic_conv2d,
     dynamic_conv2d_reference,
     dynamic_local_filter,
     dynamic_local_filter_reference,
+    kernel_mixture_conv2d,
+    kernel_mixture_conv2d_reference,
     mix_kernels,
     per_sample_conv2d,
 )

@@ -25,121 +25,61 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
-from zoo.errors import InputError
-from zoo.ops._checks import check_floating, check_same, check_shape
-from zoo.ops.dynamic_filter import _Padding, _Size2, mix_kernels, per_sample_conv2d
+from zoo.ops._checks import check_shape
+from zoo.ops.dynamic_filter import _ConvLayer, _Padding, _Size2
+from zoo.ops.dynamic_filter import MixtureNames, kernel_mixture_conv2d, kernel_mixture_conv2d_reference
 
 __all__ = ["cond_conv2d", "cond_conv2d_reference", "CondConv2d", "CondConvRouting"]
 
-
-def _check(x: torch.Tensor, routing_weights: torch.Tensor, weight: torch.Tensor,
-           bias: Optional[torch.Tensor], groups: int) -> None:
-    s = check_shape(x, "B,C,H,W", "x")
-    check_floating(x, "x")
-    if groups < 1 or s["C"] % groups:
-        raise InputError(f"x has C={s['C']} channels, which groups={groups} does not divide")
-    w = check_shape(weight, "E,out,in_per_group,kh,kw", "weight", in_per_group=s["C"] // groups)
-    check_shape(routing_weights, "B,E", "routing_weights", B=s["B"], E=w["E"])
-    check_same(x, weight, "x and weight")
-    check_same(x, routing_weights, "x and routing_weights")
-    if bias is not None:
-        check_shape(bias, "E,out", "bias", E=w["E"], out=w["out"])
-        check_same(x, bias, "x and bias")
+_NAMES = MixtureNames("routing_weights", "weight", "E")
 
 
-def cond_conv2d(
-    x: torch.Tensor,
-    routing_weights: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
+def cond_conv2d(x: torch.Tensor, routing_weights: torch.Tensor, weight: torch.Tensor,
+                bias: Optional[torch.Tensor] = None, stride: _Size2 = 1, padding: _Padding = 0,
+                dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
     """CondConv: ``conv(x_b, sum_e r[b,e] W_e) + sum_e r[b,e] b_e`` for every sample b.
 
-    ``x`` (B, C, H, W), ``routing_weights`` (B, E), ``weight`` (E, out, C/groups, kh, kw), ``bias``
-    (E, out) or None -> (B, out, H', W'). Fast path: one matmul mixes the experts, one grouped conv.
+    ``x`` (B, C, H, W), ``routing_weights`` r (B, E) (the caller's routing, in CondConv
+    ``sigmoid(Linear(GAP(x)))``, see :class:`CondConvRouting`), ``weight`` the experts
+    (E, out, C/groups, kh, kw), ``bias`` (E, out) or None -> (B, out, H', W').
+    Fast path: :func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d` (one matmul mixes the experts, one
+    grouped conv).
     """
-    _check(x, routing_weights, weight, bias, groups)
-    kernels, biases = mix_kernels(routing_weights, weight, bias)
-    return per_sample_conv2d(x, kernels, biases, stride, padding, dilation, groups)
+    return kernel_mixture_conv2d(x, routing_weights, weight, bias, stride, padding, dilation, groups, names=_NAMES)
 
 
-def cond_conv2d_reference(
-    x: torch.Tensor,
-    routing_weights: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
-    """Plain reference of :func:`cond_conv2d`: loops over samples and experts, one ``F.conv2d`` each sample."""
-    _check(x, routing_weights, weight, bias, groups)
-    outs = []
-    for b in range(x.shape[0]):
-        kernel = sum(routing_weights[b, e] * weight[e] for e in range(weight.shape[0]))
-        kernel_bias = None if bias is None else sum(routing_weights[b, e] * bias[e] for e in range(bias.shape[0]))
-        outs.append(F.conv2d(x[b : b + 1], kernel, kernel_bias, stride, padding, dilation, groups))
-    return torch.cat(outs, 0)
+def cond_conv2d_reference(x: torch.Tensor, routing_weights: torch.Tensor, weight: torch.Tensor,
+                          bias: Optional[torch.Tensor] = None, stride: _Size2 = 1, padding: _Padding = 0,
+                          dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
+    """Plain reference of :func:`cond_conv2d` (:func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d_reference`):
+    loops over samples and experts, one ``F.conv2d`` each sample; the routing weights are used as given."""
+    return kernel_mixture_conv2d_reference(x, routing_weights, weight, bias, stride, padding, dilation, groups,
+                                           names=_NAMES)
 
 
-class CondConv2d(nn.Module):
+class CondConv2d(_ConvLayer):
     """CondConv layer with timm's parameter layout (see module docstring).
 
     Arguments as ``nn.Conv2d`` plus ``num_experts`` (E); ``bias`` defaults to False as in timm.
     ``forward(x (B, in, H, W), routing_weights (B, E)) -> (B, out, H', W')``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _Size2 = 3,
-        stride: _Size2 = 1,
-        padding: _Padding = 0,
-        dilation: _Size2 = 1,
-        groups: int = 1,
-        bias: bool = False,
-        num_experts: int = 4,
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2 = 3, stride: _Size2 = 1,
+                 padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1, bias: bool = False,
+                 num_experts: int = 4, device=None, dtype=None) -> None:
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation = _pair(dilation)
-        self.groups = groups
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         self.num_experts = num_experts
         self.weight_shape = (out_channels, in_channels // groups) + self.kernel_size
         self.weight = nn.Parameter(torch.empty(num_experts, math.prod(self.weight_shape), device=device, dtype=dtype))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(num_experts, out_channels, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
+        self._make_bias(bias, num_experts, out_channels, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # every expert initialised like nn.Conv2d, independently (timm's condconv initializer)
-        for e in range(self.num_experts):
-            nn.init.kaiming_uniform_(self.weight[e].view(self.weight_shape), a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(math.prod(self.weight_shape[1:]))
-            nn.init.uniform_(self.bias, -bound, bound)
+        self._reset_bank(self.expert_weight())  # every expert like nn.Conv2d (timm's initializer)
 
     def expert_weight(self) -> torch.Tensor:
         """The experts as conv kernels: (E, out, in/groups, kh, kw) (a view of ``weight``)."""
@@ -151,9 +91,7 @@ class CondConv2d(nn.Module):
                            self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None}, num_experts={self.num_experts}")
+        return f"{super().extra_repr()}, num_experts={self.num_experts}"
 
 
 class CondConvRouting(nn.Module):

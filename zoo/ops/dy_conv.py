@@ -26,82 +26,56 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
 from zoo.errors import InputError
-from zoo.ops._checks import check_floating, check_same, check_shape
-from zoo.ops.dynamic_filter import _Padding, _Size2, mix_kernels, per_sample_conv2d
+from zoo.ops._checks import check_shape
+from zoo.ops.dynamic_filter import _check_kernel_mixture, _ConvLayer, _Padding, _Size2
+from zoo.ops.dynamic_filter import MixtureNames, kernel_mixture_conv2d, kernel_mixture_conv2d_reference
 
 __all__ = ["dy_conv2d", "dy_conv2d_reference", "DyConv2d", "set_temperature", "temperature_schedule"]
 
+_NAMES = MixtureNames("attention_logits", "weight", "K")
 
-def _check(x: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+
+def _check(x: torch.Tensor, attention_logits: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
            groups: int, temperature: float) -> None:
+    """The temperature, then the mixture's tensors (before the softmax, so that errors name the logits)."""
     if not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
-    s = check_shape(x, "B,C,H,W", "x")
-    check_floating(x, "x")
-    if groups < 1 or s["C"] % groups:
-        raise InputError(f"x has C={s['C']} channels, which groups={groups} does not divide")
-    w = check_shape(weight, "K,out,in_per_group,kh,kw", "weight", in_per_group=s["C"] // groups)
-    check_shape(logits, "B,K", "attention_logits", B=s["B"], K=w["K"])
-    check_same(x, weight, "x and weight")
-    check_same(x, logits, "x and attention_logits")
-    if bias is not None:
-        check_shape(bias, "K,out", "bias", K=w["K"], out=w["out"])
-        check_same(x, bias, "x and bias")
+    _check_kernel_mixture(x, attention_logits, weight, bias, groups, _NAMES)
 
 
-def dy_conv2d(
-    x: torch.Tensor,
-    attention_logits: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    temperature: float = 1.0,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
+def dy_conv2d(x: torch.Tensor, attention_logits: torch.Tensor, weight: torch.Tensor,
+              bias: Optional[torch.Tensor] = None, temperature: float = 1.0, stride: _Size2 = 1,
+              padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
     """Dynamic convolution given the attention logits: ``pi = softmax(logits / temperature)`` per sample,
     then ``conv(x_b, sum_k pi_k W_k) + sum_k pi_k b_k``.
 
-    ``x`` (B, C, H, W), ``attention_logits`` (B, K), ``weight`` (K, out, C/groups, kh, kw), ``bias``
-    (K, out) or None -> (B, out, H', W'). Fast path: one matmul aggregates, one grouped conv.
+    ``x`` (B, C, H, W), ``attention_logits`` (B, K) (before the temperature softmax; the attention pi is
+    a convex combination: pi_k >= 0, sum_k pi_k = 1), ``weight`` (K, out, C/groups, kh, kw), ``bias``
+    (K, out) or None -> (B, out, H', W'). Fast path: :func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d`
+    (one matmul aggregates, one grouped conv).
     """
     _check(x, attention_logits, weight, bias, groups, temperature)
     attention = torch.softmax(attention_logits / temperature, dim=1)
-    kernels, biases = mix_kernels(attention, weight, bias)
-    return per_sample_conv2d(x, kernels, biases, stride, padding, dilation, groups)
+    return kernel_mixture_conv2d(x, attention, weight, bias, stride, padding, dilation, groups, names=_NAMES)
 
 
-def dy_conv2d_reference(
-    x: torch.Tensor,
-    attention_logits: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    temperature: float = 1.0,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
-    """Plain reference of :func:`dy_conv2d`: per sample, explicit softmax, kernel sum and ``F.conv2d``."""
+def dy_conv2d_reference(x: torch.Tensor, attention_logits: torch.Tensor, weight: torch.Tensor,
+                        bias: Optional[torch.Tensor] = None, temperature: float = 1.0, stride: _Size2 = 1,
+                        padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
+    """Plain reference of :func:`dy_conv2d`: explicit (max-shifted) softmax per sample, then
+    :func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d_reference` (per-sample kernel sum and ``F.conv2d``)."""
     _check(x, attention_logits, weight, bias, groups, temperature)
-    outs = []
-    for b in range(x.shape[0]):
-        scaled = attention_logits[b] / temperature
-        exp = torch.exp(scaled - scaled.max())
-        pi = exp / exp.sum()
-        kernel = sum(pi[k] * weight[k] for k in range(weight.shape[0]))
-        kernel_bias = None if bias is None else sum(pi[k] * bias[k] for k in range(bias.shape[0]))
-        outs.append(F.conv2d(x[b : b + 1], kernel, kernel_bias, stride, padding, dilation, groups))
-    return torch.cat(outs, 0)
+    scaled = attention_logits / temperature
+    exp = torch.exp(scaled - scaled.amax(dim=1, keepdim=True))
+    attention = exp / exp.sum(dim=1, keepdim=True)
+    return kernel_mixture_conv2d_reference(x, attention, weight, bias, stride, padding, dilation, groups,
+                                           names=_NAMES)
 
 
-class DyConv2d(nn.Module):
+class DyConv2d(_ConvLayer):
     """Dynamic convolution layer (kernels + attention branch), arguments as ``nn.Conv2d`` plus:
 
     ``num_kernels`` K (paper: 4), ``reduction`` (paper: 4) and ``min_hidden`` (4) for the attention's
@@ -110,38 +84,16 @@ class DyConv2d(nn.Module):
     ``attention.fc1`` / ``attention.fc2`` (nn.Linear). ``forward(x (B, in, H, W)) -> (B, out, H', W')``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _Size2 = 3,
-        stride: _Size2 = 1,
-        padding: _Padding = 0,
-        dilation: _Size2 = 1,
-        groups: int = 1,
-        bias: bool = True,
-        num_kernels: int = 4,
-        reduction: int = 4,
-        min_hidden: int = 4,
-        temperature: float = 1.0,
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2 = 3, stride: _Size2 = 1,
+                 padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1, bias: bool = True,
+                 num_kernels: int = 4, reduction: int = 4, min_hidden: int = 4, temperature: float = 1.0,
+                 device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
         if num_kernels < 1 or reduction < 1 or min_hidden < 1:
             raise ValueError("num_kernels, reduction and min_hidden must be >= 1")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         factory = {"device": device, "dtype": dtype}
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation = _pair(dilation)
-        self.groups = groups
         self.num_kernels = num_kernels
         self.temperature = float(temperature)
         hidden = max(in_channels // reduction, min_hidden)
@@ -151,18 +103,11 @@ class DyConv2d(nn.Module):
         self.attention.add_module("fc2", nn.Linear(hidden, num_kernels, **factory))
         self.weight = nn.Parameter(
             torch.empty(num_kernels, out_channels, in_channels // groups, *self.kernel_size, **factory))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **factory))
-        else:
-            self.register_parameter("bias", None)
+        self._make_bias(bias, num_kernels, out_channels, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for k in range(self.num_kernels):  # each kernel like an nn.Conv2d
-            nn.init.kaiming_uniform_(self.weight[k], a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(math.prod(self.weight.shape[2:]))
-            nn.init.uniform_(self.bias, -bound, bound)
+        self._reset_bank(self.weight)  # each kernel like an nn.Conv2d
         self.attention.fc1.reset_parameters()
         self.attention.fc2.reset_parameters()
 
@@ -181,9 +126,7 @@ class DyConv2d(nn.Module):
                          self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None}, num_kernels={self.num_kernels}, temperature={self.temperature}")
+        return f"{super().extra_repr()}, num_kernels={self.num_kernels}, temperature={self.temperature}"
 
 
 def temperature_schedule(epoch: float, start: float = 30.0, end: float = 1.0, anneal_epochs: float = 10.0) -> float:

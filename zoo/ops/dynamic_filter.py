@@ -14,10 +14,14 @@ dynamic filtering layer applies them to another input. Two layers:
   position's k*k taps with a softmax, as in DFN's video prediction. :func:`dynamic_local_filter` /
   :class:`DynamicLocalFilter`.
 
-This file also holds the two helpers shared by every per-sample-kernel operator in ``zoo.ops``
+This file also holds the helpers shared by every per-sample-kernel operator in ``zoo.ops``
 (CondConv, Dynamic Convolution, DyNet, DMNet, CondInst): :func:`per_sample_conv2d`, the grouped-conv
 batch trick (B kernels applied as ONE grouped conv with ``groups = B * groups`` over a 1 x B*C x H x W
-view of the batch), and :func:`mix_kernels`, the per-sample weighted sum of a bank of kernels.
+view of the batch), :func:`mix_kernels`, the per-sample weighted sum of a bank of kernels, and
+:func:`kernel_mixture_conv2d` (+ ``_reference``), the kernel-mixture convolution
+``y_b = conv(x_b, sum_e c[b, e] W_e) + sum_e c[b, e] b_e`` that CondConv (sigmoid routing), Dynamic
+Convolution (softmax attention) and DyNet (unconstrained linear coefficients) are thin wrappers of; they
+differ only in how the coefficients ``c`` (B, E) are produced.
 
 Interpretation choices (the paper is silent): local filtering uses zero padding and supports a dilation
 of the taps (HDFNet uses 1, 3, 5); odd k only, so that the filter is centred. The fast local-filter path
@@ -27,7 +31,8 @@ unfold-multiply-sum formulation.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+import math
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +48,9 @@ _Padding = Union[int, tuple[int, int], str]
 __all__ = [
     "per_sample_conv2d",
     "mix_kernels",
+    "kernel_mixture_conv2d",
+    "kernel_mixture_conv2d_reference",
+    "MixtureNames",
     "dynamic_conv2d",
     "dynamic_conv2d_reference",
     "DynamicConv2d",
@@ -56,15 +64,8 @@ __all__ = [
 # shared helpers
 
 
-def per_sample_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
+def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                      stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
     """Convolve each sample with its own kernel in one grouped convolution (no input checks).
 
     ``x`` (B, C, H, W), ``weight`` (B, out, C/groups, kh, kw), ``bias`` (B, out) or None ->
@@ -102,14 +103,20 @@ def mix_kernels(
     return mixed, mixed_bias
 
 
-def _check_kernel_conv(
-    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], groups: int, weight_name: str
-) -> None:
-    """Checks for a per-sample conv: x (B, C, H, W), weight (B, out, C/groups, kh, kw), bias (B, out)."""
+def _check_input(x: torch.Tensor, groups: int) -> dict[str, int]:
+    """x (B, C, H, W) floating point with C divisible by ``groups``; returns the sizes by name."""
     sizes = check_shape(x, "B,C,H,W", "x")
     check_floating(x, "x")
     if groups < 1 or sizes["C"] % groups:
         raise InputError(f"x has C={sizes['C']} channels, which groups={groups} does not divide")
+    return sizes
+
+
+def _check_kernel_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], groups: int, weight_name: str
+) -> None:
+    """Checks for a per-sample conv: x (B, C, H, W), weight (B, out, C/groups, kh, kw), bias (B, out)."""
+    sizes = _check_input(x, groups)
     w = check_shape(weight, "B,out,in_per_group,kh,kw", weight_name, B=sizes["B"], in_per_group=sizes["C"] // groups)
     check_same(x, weight, f"x and {weight_name}")
     if w["out"] % groups:
@@ -119,19 +126,112 @@ def _check_kernel_conv(
         check_same(x, bias, "x and bias")
 
 
+class MixtureNames(NamedTuple):
+    """What the caller calls the mixture's tensors, so that input errors name its own arguments
+    (e.g. CondConv: ``MixtureNames("routing_weights", "weight", "E")``)."""
+
+    coefficients: str = "coefficients"
+    bank: str = "bank"
+    count: str = "E"  # the letter of the bank size in the shapes shown
+
+
+def _check_kernel_mixture(
+    x: torch.Tensor, coefficients: torch.Tensor, bank: torch.Tensor, bias: Optional[torch.Tensor], groups: int,
+    names: MixtureNames,
+) -> None:
+    """Checks for a kernel mixture: x (B, C, H, W), coefficients (B, E), bank (E, out, C/groups, kh, kw),
+    bias (E, out); every tensor on x's device and dtype."""
+    sizes = _check_input(x, groups)
+    e = names.count
+    w = check_shape(bank, f"{e},out,in_per_group,kh,kw", names.bank, in_per_group=sizes["C"] // groups)
+    check_shape(coefficients, f"B,{e}", names.coefficients, B=sizes["B"], **{e: w[e]})
+    check_same(x, bank, f"x and {names.bank}")
+    check_same(x, coefficients, f"x and {names.coefficients}")
+    if bias is not None:
+        check_shape(bias, f"{e},out", "bias", out=w["out"], **{e: w[e]})
+        check_same(x, bias, "x and bias")
+
+
+def kernel_mixture_conv2d(
+    x: torch.Tensor, coefficients: torch.Tensor, bank: torch.Tensor, bias: Optional[torch.Tensor] = None,
+    stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1,
+    *, names: MixtureNames = MixtureNames(),
+) -> torch.Tensor:
+    """Kernel-mixture convolution: ``conv(x_b, sum_e c[b,e] W_e) + sum_e c[b,e] b_e`` for every sample b.
+
+    ``x`` (B, C, H, W), ``coefficients`` c (B, E) (any real numbers; CondConv, DyConv and DyNet constrain
+    them before the call), ``bank`` (E, out, C/groups, kh, kw), ``bias`` (E, out) or None ->
+    (B, out, H', W'); conv arguments as ``F.conv2d``. ``names`` renames the tensors in input errors.
+    Fast path: one matmul mixes the bank (:func:`mix_kernels`), one grouped conv (:func:`per_sample_conv2d`).
+
+    >>> kernel_mixture_conv2d(torch.randn(2, 4, 8, 8), torch.rand(2, 3), torch.randn(3, 6, 4, 3, 3), padding=1).shape
+    torch.Size([2, 6, 8, 8])
+    """
+    _check_kernel_mixture(x, coefficients, bank, bias, groups, names)
+    kernels, biases = mix_kernels(coefficients, bank, bias)
+    return per_sample_conv2d(x, kernels, biases, stride, padding, dilation, groups)
+
+
+def kernel_mixture_conv2d_reference(
+    x: torch.Tensor, coefficients: torch.Tensor, bank: torch.Tensor, bias: Optional[torch.Tensor] = None,
+    stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1,
+    *, names: MixtureNames = MixtureNames(),
+) -> torch.Tensor:
+    """Plain reference of :func:`kernel_mixture_conv2d`: per sample, an explicit sum over the bank and one
+    ``F.conv2d``."""
+    _check_kernel_mixture(x, coefficients, bank, bias, groups, names)
+    outs = []
+    for b in range(x.shape[0]):
+        kernel = sum(coefficients[b, e] * bank[e] for e in range(bank.shape[0]))
+        kernel_bias = None if bias is None else sum(coefficients[b, e] * bias[e] for e in range(bank.shape[0]))
+        outs.append(F.conv2d(x[b : b + 1], kernel, kernel_bias, stride, padding, dilation, groups))
+    return torch.cat(outs, 0)
+
+
+class _ConvLayer(nn.Module):
+    """Base of the per-sample-kernel layers: validates and stores the ``nn.Conv2d`` hyperparameters
+    (no parameters of its own; subclasses create ``bias`` or set it to None)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2, stride: _Size2,
+                 padding: _Padding, dilation: _Size2, groups: int) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+
+    def _make_bias(self, bias: bool, *shape: int, device=None, dtype=None) -> None:
+        """Create the ``bias`` Parameter of ``shape`` (uninitialised) when ``bias`` is true, else register None."""
+        if bias:
+            self.bias = nn.Parameter(torch.empty(*shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    def _reset_bank(self, bank: torch.Tensor) -> None:
+        """Initialise every kernel of a bank (E, out, in/groups, kh, kw) independently like ``nn.Conv2d``
+        (kaiming-uniform a=sqrt(5)) and ``self.bias`` (E, out), if any, uniform in +-1/sqrt(fan_in)."""
+        for e in range(bank.shape[0]):
+            nn.init.kaiming_uniform_(bank[e], a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(math.prod(bank.shape[2:]))
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
+
+
 # --------------------------------------------------------------------------------------------------
 # dynamic convolution (one filter per sample)
 
 
-def dynamic_conv2d(
-    x: torch.Tensor,
-    filters: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
+def dynamic_conv2d(x: torch.Tensor, filters: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
     """DFN dynamic convolution: sample b is convolved with ``filters[b]`` (arguments as ``F.conv2d``).
 
     ``x`` (B, C, H, W), ``filters`` (B, out, C/groups, kh, kw), ``bias`` (B, out) or None ->
@@ -144,15 +244,9 @@ def dynamic_conv2d(
     return per_sample_conv2d(x, filters, bias, stride, padding, dilation, groups)
 
 
-def dynamic_conv2d_reference(
-    x: torch.Tensor,
-    filters: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    stride: _Size2 = 1,
-    padding: _Padding = 0,
-    dilation: _Size2 = 1,
-    groups: int = 1,
-) -> torch.Tensor:
+def dynamic_conv2d_reference(x: torch.Tensor, filters: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                             stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1,
+                             groups: int = 1) -> torch.Tensor:
     """Plain reference of :func:`dynamic_conv2d`: a loop over the batch with ``F.conv2d``."""
     _check_kernel_conv(x, filters, bias, groups, "filters")
     outs = []
@@ -162,7 +256,7 @@ def dynamic_conv2d_reference(
     return torch.cat(outs, 0)
 
 
-class DynamicConv2d(nn.Module):
+class DynamicConv2d(_ConvLayer):
     """DFN dynamic convolution layer: applies generated per-sample filters (the filter-generating
     network is the caller's, it is task specific).
 
@@ -171,33 +265,11 @@ class DynamicConv2d(nn.Module):
     ``forward(x (B, in, H, W), filters (B, out, in/groups, kh, kw), bias=None) -> (B, out, H', W')``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _Size2,
-        stride: _Size2 = 1,
-        padding: _Padding = 0,
-        dilation: _Size2 = 1,
-        groups: int = 1,
-        bias: bool = False,
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation = _pair(dilation)
-        self.groups = groups
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2, stride: _Size2 = 1,
+                 padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1, bias: bool = False,
+                 device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+        self._make_bias(bias, out_channels, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -217,10 +289,6 @@ class DynamicConv2d(nn.Module):
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
         return out
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
 
 
 # --------------------------------------------------------------------------------------------------
