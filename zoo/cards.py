@@ -149,11 +149,16 @@ def _transforms_section(info: ModelInfo) -> str:
 
 _USAGE = {
     "semantic-segmentation": (
-        "images = torchvision.io.read_image(\"image.jpg\").unsqueeze(0)  # uint8, B x 3 x H x W\n"
+        "images = read_image(\"image.jpg\").unsqueeze(0)  # uint8, B x 3 x H x W\n"
         "logits = model(model.transforms(images))\n"
         "labels = model.postprocess(logits, images.shape[-2:])     # B x H x W class indices"
     ),
 }
+_USAGE["optical-flow"] = (
+    "frames = torch.stack([read_image(\"frame1.png\"), read_image(\"frame2.png\")]).unsqueeze(0)  # B x 2 x 3 x H x W\n"
+    "flow = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 2 x H x W, pixels\n"
+    "colours = zoo.flow.flow_to_color(flow)                                      # Middlebury colour wheel"
+)
 _USAGE_DEFAULT = (
     "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
     "out = model.postprocess(model(x), images.shape[-2:])"
@@ -161,9 +166,10 @@ _USAGE_DEFAULT = (
 
 
 def _usage_section(info: ModelInfo) -> str:
-    pretrained = "True" if info.pretrained else "False  # no published weights yet"
+    create = (f'zoo.create("{info.name}", pretrained=True)' if info.pretrained
+              else f'zoo.create("{info.name}")  # no published weights yet: random initialisation')
     body = _USAGE.get(info.task, _USAGE_DEFAULT)
-    return (f"```python\nimport torch, torchvision, zoo\n\nmodel = zoo.create(\"{info.name}\", pretrained={pretrained})\n"
+    return (f"```python\nimport torch, zoo\nfrom zoo.io import read_image\n\nmodel = {create}\n"
             f"{body}\n```\n\nCommand line: `zoo info {info.name}`, `zoo card {info.name}`.")
 
 

@@ -16,15 +16,24 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+_SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gflops", "metric": "metric"}
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.docs import headline_metric
+    from zoo.docs import INDEX_COLUMNS, format_row, index_row
 
-    rows = []
-    for name in zoo.list_models(args.pattern, task=args.task, pretrained=args.pretrained):
-        info = zoo.model_info(name)
-        rows.append([name, info.task, info.default_tag or "-", headline_metric(info), "yes" if info.exportable else "no"])
-    print(_table(rows, ["model", "task", "weights", "headline metric", "exportable"]))
+    rows = [index_row(zoo.model_info(name)) for name in zoo.list_models(args.pattern, task=args.task, pretrained=args.pretrained)]
+    if args.sort:
+        key = _SORT_KEYS[args.sort]
+        if key == "metric":  # entries without a metric last, then by metric name and value
+            present = sorted((r for r in rows if r["metric"]), key=lambda r: (r["metric"]["metric"], r["metric"]["value"]),
+                             reverse=args.reverse)
+            rows = present + [r for r in rows if not r["metric"]]
+        else:
+            rows.sort(key=lambda r: r[key], reverse=args.reverse)
+    shown = [format_row(r) for r in rows]
+    print(_table([[r[c] for c in INDEX_COLUMNS] for r in shown], list(INDEX_COLUMNS)))
     return 0
 
 
@@ -37,8 +46,25 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     import zoo
+    from zoo.terminal import render_markdown
 
-    print(zoo.model_card(args.name))
+    text = zoo.model_card(args.name)
+    sys.stdout.write(text if args.markdown else render_markdown(text, width=args.width))
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from zoo.site import build_site, site_problems
+
+    if args.action == "check":
+        problems = site_problems(args.outdir)
+        for p in problems:
+            print(p)
+        if not problems:
+            print(f"{args.outdir}: current")
+        return 1 if problems else 0
+    written = build_site(args.outdir)
+    print(f"wrote {len(written)} files to {args.outdir}; open {Path(args.outdir) / 'index.html'}")
     return 0
 
 
@@ -136,15 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", nargs="?", default="*")
     s.add_argument("--task")
     s.add_argument("--pretrained", action="store_true", help="only models with published weights")
+    s.add_argument("--sort", choices=sorted(_SORT_KEYS), help="sort by this column (default: name)")
+    s.add_argument("--reverse", action="store_true", help="reverse the sort order")
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("info", help="registry record of a model (JSON)")
     s.add_argument("name")
     s.set_defaults(fn=cmd_info)
 
-    s = sub.add_parser("card", help="print a model card")
+    s = sub.add_parser("card", help="print a model card (laid out for the terminal)")
     s.add_argument("name")
+    s.add_argument("--markdown", action="store_true", help="print the card's Markdown source as is")
+    s.add_argument("--width", type=int, help="line width (default: the terminal's, at most 100)")
     s.set_defaults(fn=cmd_card)
+
+    s = sub.add_parser("site", help="build (or check) the static site of the zoo")
+    s.add_argument("action", choices=["build", "check"], help="build: write the site; check: exit 1 if it is stale")
+    s.add_argument("outdir")
+    s.set_defaults(fn=cmd_site)
 
     for command, fn, help_ in (("download", cmd_download, "download and verify weights"),
                                ("verify", cmd_verify, "re-hash downloaded weights")):

@@ -27,6 +27,38 @@ _BUILTIN = {
 _USER: dict[str, Converter] = {}
 
 
+def remap_keys(
+    state_dict: Mapping[str, torch.Tensor],
+    convert_key: Callable[[str], str | None],
+    *,
+    layout: str,
+    required: Mapping[str, str] = {},
+) -> dict[str, torch.Tensor]:
+    """Rename every key with ``convert_key`` (None = not part of ``layout``); tensors pass unchanged.
+
+    A ``{"state_dict": ...}`` checkpoint is unwrapped. Unknown keys, or a missing ``required`` zoo key
+    (mapped to the original name it comes from, for the message), raise :class:`StateDictMismatchError`.
+    """
+    from zoo.errors import StateDictMismatchError
+
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        new = convert_key(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise StateDictMismatchError(f"not a {layout} state dict: {len(unknown)} unknown keys, e.g. {unknown[:5]}")
+    missing = [original for key, original in required.items() if key not in out]
+    if missing:
+        raise StateDictMismatchError(f"not a {layout} state dict: {', '.join(map(repr, missing))} missing")
+    return out
+
+
 def register_converter(name: str, fn: Converter) -> None:
     _USER[name] = fn
 

@@ -214,6 +214,18 @@ def deeplabv2(
     ``res5_extra_channels`` defaults to ``res5_extra.out_channels``; ``scales=(1.0,)`` disables the
     multi-scale inputs. Other arguments as :class:`DeepLabV2`.
     """
+    extra = 0
+    if res5_extra is not None:
+        extra = res5_extra_channels if res5_extra_channels is not None else getattr(res5_extra, "out_channels", None)
+        if not isinstance(extra, int) or extra < 1:
+            raise ValueError(
+                "res5_extra needs its output channel count: pass res5_extra_channels=C' or give the module "
+                f"an int attribute out_channels (got {extra!r})"
+            )
+    elif res5_extra_channels:
+        raise ValueError("res5_extra_channels was given without a res5_extra module")
+    if 1.0 not in tuple(float(v) for v in scales) or fuse not in ("max", "mean"):
+        raise ValueError(f"scales must contain 1.0 and fuse be 'max' or 'mean', got {tuple(scales)}, {fuse!r}")
     body = resnet(
         depth=_depth(backbone),
         output_stride=8,
@@ -225,16 +237,6 @@ def deeplabv2(
         features_only=True,
         out_indices=(4,),
     )
-    extra = 0
-    if res5_extra is not None:
-        extra = res5_extra_channels if res5_extra_channels is not None else getattr(res5_extra, "out_channels", None)
-        if not isinstance(extra, int) or extra < 1:
-            raise ValueError(
-                "res5_extra needs its output channel count: pass res5_extra_channels=C' or give the module "
-                f"an int attribute out_channels (got {extra!r})"
-            )
-    elif res5_extra_channels:
-        raise ValueError("res5_extra_channels was given without a res5_extra module")
     aspp = ASPP(body.feature_channels[4] + extra, num_classes, atrous_rates, mode="v2")
     return DeepLabV2(
         body, aspp, scales=scales, fuse=fuse, align_corners=align_corners, res5_extra=res5_extra, res5_tap=res5_tap

@@ -1,0 +1,49 @@
+"""Model cards: one per entry, current with the registry, valid Hub front matter."""
+from __future__ import annotations
+
+import pytest
+
+import zoo
+from zoo.cards import HAND_SECTIONS, ORDER, card_problems, cards_dir, front_matter, split_card
+from zoo.registry import default_registry
+
+ENTRIES = [i.name for i in default_registry()]
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_card_exists_and_is_current(name):
+    assert card_problems(zoo.model_info(name)) == []
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_card_front_matter_and_sections(name):
+    info = zoo.model_info(name)
+    front, sections = split_card(zoo.model_card(name))
+    assert front["license"] == info.license and front["library_name"] == "dynzoo"
+    assert list(sections) == list(ORDER)
+    for title in HAND_SECTIONS:
+        assert len(sections[title].split()) >= 15, f"{name}: section {title!r} is too thin"
+    registry_metrics = {(m.dataset, m.split, m.metric, m.value) for w in info.weights.values() for m in w.metrics}
+    card_metrics = {
+        (r["dataset"]["name"], r["dataset"]["split"], met["type"], met["value"])
+        for entry in front.get("model-index", []) for r in entry["results"] for met in r["metrics"]
+    }
+    assert card_metrics == registry_metrics, "the card names metrics the registry does not have (or misses some)"
+    if not info.weights:
+        assert "No weights are published" in sections["Weights"]
+
+
+def test_no_orphan_cards():
+    cards = {p.name for p in cards_dir().glob("*.md")}
+    assert cards == {zoo.model_info(n).card for n in ENTRIES}
+
+
+def test_stale_card_is_detected(tmp_path, monkeypatch):
+    import zoo.cards as C
+
+    info = zoo.model_info(ENTRIES[0])
+    text = (cards_dir() / info.card).read_text()
+    (tmp_path / info.card).write_text(text.replace("## Usage", "## Usage\n\nhand edit"))
+    monkeypatch.setattr(C, "cards_dir", lambda: tmp_path)
+    assert "stale" in card_problems(info)[0]
+    assert front_matter(info)["tags"][0] == "dynzoo"

@@ -1,0 +1,118 @@
+"""zoo.terminal: model cards laid out for a terminal, `zoo card` and `zoo list`."""
+from __future__ import annotations
+
+import copy
+import io
+import re
+import string
+
+import pytest
+
+import zoo
+import zoo.cards as C
+import zoo.stats
+from conftest import SMALL_ENTRY
+from zoo.cli import main
+from zoo.docs import INDEX_COLUMNS
+from zoo.registry import default_registry, parse_entry
+from zoo.terminal import render_markdown, use_colour, visible_len
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+HAND = {
+    "Summary": "A **small** network with a [paper link](https://arxiv.org/abs/1706.05587) and `inline code`; this "
+               "sentence is long enough that it has to be wrapped at the width the test asks for.",
+    "Architecture": "- stem conv\n- ASPP with rates 1, 2, 3\n  - image pooling branch\n1. numbered\n2. list",
+    "Limitations": "None that the tests know of, but the card needs fifteen words in every hand-written section anyway.",
+}
+METRICS = [{"dataset": "VOC2012", "split": "val", "metric": "mIoU", "value": 71.3, "measured": "`python eval.py`"}]
+
+
+@pytest.fixture
+def card(user_registry, tmp_path, monkeypatch):
+    """A user entry with weights and metrics, its card in a temporary cards dir; returns the card text."""
+    entry = {**copy.deepcopy(SMALL_ENTRY), "card": "test-term.md", "weights": {"default": "voc", "tags": {"voc": {
+        "repo": "zoo-test/term", "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
+        "size": 1234, "source": "made for the terminal tests", "license": "apache-2.0", "metrics": METRICS}}}}
+    info = parse_entry("test-term", entry, "tests/test_terminal.py")
+    default_registry().add(info)
+    monkeypatch.setattr(C, "cards_dir", lambda: tmp_path)
+    text = C.render_card(info, HAND)
+    (tmp_path / info.card).write_text(text)
+    return text
+
+
+def test_headings_paragraphs_lists_and_code(card):
+    out = render_markdown(card, width=60, colour=False, boxes=True)
+    lines = out.splitlines()
+    assert not ANSI.search(out)
+    assert "license:" not in out and "library_name" not in out and "<!--" not in out  # front matter, comments
+    assert lines[0] == "test-term" and lines[1] == "═" * len("test-term")
+    i = lines.index("Summary")
+    assert lines[i + 1] == "───────"
+    assert all(len(line) <= 60 for line in lines if not line.startswith("    "))  # code is never wrapped
+    assert "paper link\n<https://arxiv.org/abs/1706.05587> and inline code;" in out  # wrapped, no backticks
+    assert "• stem conv\n• ASPP with rates 1, 2, 3\n  • image pooling branch" in out
+    assert "1. numbered\n2. list" in out
+    assert '    model = zoo.create("test-term", pretrained=True)' in lines
+    assert "    @article{chen2017rethinking," in lines
+
+
+def test_tables_are_aligned_or_shown_as_records_when_too_wide(card):
+    out = render_markdown(card, width=100, colour=False, boxes=True)
+    table = [line for line in out.splitlines() if "│" in line]
+    assert table and len({tuple(m.start() for m in re.finditer("│", line)) for line in table}) == 1
+    header = table[0]
+    assert [c.strip() for c in header.split("│")] == ["tag", "dataset", "split", "metric", "value", "how measured"]
+    assert re.search(r"voc\s+│ VOC2012 │ val\s+│ mIoU\s+│ 71\.3\s+│ python eval\.py", out)
+    # the weights table (8 columns with hashes) does not fit 100 columns: one record per tag
+    assert re.search(r"^ voc \(default\)\n   repo\s+zoo-test/term\n   revision\s+aaaaaaaaaaaa$", out, flags=re.M)
+    narrow = render_markdown("| a | b |\n|---|---|\n| " + "word " * 30 + "| x |\n", width=40, colour=False)
+    assert all(visible_len(line) <= 40 for line in narrow.splitlines())
+    assert len(narrow.splitlines()) > 3  # the long cell was wrapped onto several lines
+
+
+def test_colour_and_ascii_fallback(card):
+    coloured = render_markdown(card, width=80, colour=True)
+    assert "\x1b[1;4mtest-term\x1b[0m" in coloured  # title
+    assert "\x1b[36mpython\x1b[0m \x1b[36meval.py\x1b[0m" in coloured  # inline code in a table cell
+    assert "\x1b[1msmall\x1b[0m" in coloured  # bold
+    assert ANSI.sub("", coloured) == render_markdown(card, width=80, colour=False)
+    ascii_only = render_markdown(card, width=80, colour=False, boxes=False)
+    assert set(ascii_only) - set(string.printable) <= {"…"}  # "…" is card text (abbreviated sha256)
+    assert "=========\n" in ascii_only and "| dataset |" in ascii_only and "- stem conv" in ascii_only
+
+
+def test_colour_only_on_a_tty(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert use_colour(Tty()) and not use_colour(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_colour(Tty())
+
+
+def test_cli_card_renders_and_markdown_flag_prints_the_source(card, capsys):
+    assert main(["card", "test-term", "--width", "70"]) == 0
+    out = capsys.readouterr().out
+    assert not ANSI.search(out)  # captured stdout is not a tty
+    assert out.startswith("test-term\n") and "\nWeights\n" in out and "library_name" not in out
+    assert main(["card", "test-term", "--markdown"]) == 0
+    assert capsys.readouterr().out == card
+
+
+def test_cli_list_has_the_site_index_columns_and_sorts(card, capsys):
+    assert main(["list", "test-*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == list(INDEX_COLUMNS)
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"test-small-segnet", "test-term"}
+    assert "mIoU 71.3 (VOC2012 val)" in rows["test-term"] and "voc" in rows["test-term"]
+    params = zoo.stats.model_stats(zoo.model_info("test-term")).params
+    assert f"{params / 1e6:.3g}" in rows["test-term"]
+    assert main(["list", "--sort", "metric"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert names[0] == "test-term"  # the only entry with a metric comes first
+    assert main(["list", "--sort", "gflops", "--reverse", "test-*"]) == 0
