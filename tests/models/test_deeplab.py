@@ -175,3 +175,28 @@ def test_export_deeplabv2():
     prog = torch.export.export(m, (x,))
     with torch.no_grad():
         torch.testing.assert_close(prog.module()(x), m(x), rtol=1e-4, atol=1e-4)
+
+
+# --- LS-DFN variant (deeplabv2-lsdfn) -------------------------------------------------------------
+def test_lsdfn_variant_reads_res5b_and_widens_the_aspp():
+    import zoo
+    from zoo.models.deeplab import LSDFNBranch
+    from zoo.ops import LSDFN
+
+    model = zoo.create("deeplabv2-lsdfn", scales=(1.0,))
+    assert isinstance(model.res5_extra, LSDFNBranch) and isinstance(model.res5_extra.lsdfn, LSDFN)
+    lsdfn = model.res5_extra.lsdfn
+    assert (lsdfn.in_channels, lsdfn.out_channels, lsdfn.samples_per_side, lsdfn.sample_stride) == (256, 24, 5, 3)
+    assert model.aspp.convs[0].weight.shape[1] == 2048 + 24
+    seen = []
+    model.res5_extra.register_forward_hook(lambda m, args, out: seen.append((args[0].shape, out.shape)))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 65, 65))
+    assert out.shape == (1, 21, 9, 9) and seen == [((1, 2048, 9, 9), (1, 24, 9, 9))]
+
+
+def test_lsdfn_and_res5_extra_are_exclusive():
+    import zoo
+
+    with pytest.raises(ValueError, match="either lsdfn"):
+        zoo.create("deeplabv2-lsdfn", res5_extra=torch.nn.Identity())

@@ -32,7 +32,7 @@ The extra module runs at every input scale with shared weights.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,9 +41,13 @@ from zoo.archs import register_arch
 from zoo.models.resnet import _DEPTHS, Conv2Factory, NormSpec, ResNet, make_norm, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.aspp import ASPP
+from zoo.ops.lsdfn import LSDFN
 from zoo.ops.multiscale import multiscale_fusion
 
 __all__ = ["DeepLabV2", "DeepLabV3", "deeplabv2", "deeplabv3"]
+
+
+_RES5_CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
 
 
 def _depth(backbone: str) -> int:
@@ -140,6 +144,29 @@ class DeepLabV2(nn.Module):
         )
 
 
+class LSDFNBranch(nn.Module):
+    """LS-DFN on res5b for DeepLab v2 (Wu et al., ECCV 2018, arXiv 1803.07624, seed 000).
+
+    The seed gives C' = 24, s = 5, gamma = 3, k = 3 and "a 1x1 256-channel post-conv layer with shared
+    weights at all three input scales", but not where that conv sits. An LS-DFN reading res5b's 2048
+    channels directly would need a kernel branch of C' x 2048 = 49,152 channels per position, so we read
+    it as the 1x1 conv (+ ReLU) that brings res5b to C = 256 channels for the LS-DFN (the C the paper's
+    setting implies). Like every layer of the multi-scale DeepLab v2, it is shared by the three scales.
+    (B, in_channels, h, w) -> (B, out_channels, h, w); ``reduce_channels`` and the LS-DFN arguments are
+    constructor arguments.
+    """
+
+    def __init__(self, in_channels: int, *, out_channels: int = 24, reduce_channels: int = 256, kernel_size: int = 3,
+                 samples_per_side: int = 5, sample_stride: int = 3, **lsdfn_args) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.reduce = nn.Conv2d(in_channels, reduce_channels, 1)
+        self.lsdfn = LSDFN(reduce_channels, out_channels, kernel_size, samples_per_side, sample_stride, **lsdfn_args)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lsdfn(torch.relu(self.reduce(x)))
+
+
 def _fcn_head(in_channels: int, num_classes: int, norm_layer) -> nn.Sequential:
     inter = in_channels // 4
     return nn.Sequential(
@@ -208,12 +235,19 @@ def deeplabv2(
     res5_extra: nn.Module | None = None,
     res5_extra_channels: int | None = None,
     res5_tap: int = 1,
+    lsdfn: Mapping[str, Any] | None = None,
 ) -> DeepLabV2:
     """DeepLab v2 (ASPP-L rates 6/12/18/24, multi-scale inputs 1/0.75/0.5 with max fusion).
 
     ``res5_extra_channels`` defaults to ``res5_extra.out_channels``; ``scales=(1.0,)`` disables the
-    multi-scale inputs. Other arguments as :class:`DeepLabV2`.
+    multi-scale inputs. ``lsdfn`` (arguments of :class:`LSDFNBranch`, e.g. ``{out_channels: 24,
+    samples_per_side: 5, sample_stride: 3}``) builds the LS-DFN variant: LS-DFN on res5b, concatenated to
+    res5c. Other arguments as :class:`DeepLabV2`.
     """
+    if lsdfn is not None:
+        if res5_extra is not None:
+            raise ValueError("give either lsdfn (the LS-DFN variant) or your own res5_extra module, not both")
+        res5_extra = LSDFNBranch(_RES5_CHANNELS[_depth(backbone)], **lsdfn)
     extra = 0
     if res5_extra is not None:
         extra = res5_extra_channels if res5_extra_channels is not None else getattr(res5_extra, "out_channels", None)
