@@ -94,7 +94,6 @@ def test_predict_without_weights_says_how_to_proceed(capsys):
     assert code == 2 and "--checkpoint" in err
 
 
-@pytest.mark.slow
 def test_wheel_ships_registry_and_cards_and_runs_zoo_list(tmp_path):
     """Build the wheel, install it in a fresh venv (dependencies visible through a .pth), run `zoo list`."""
     dist = tmp_path / "dist"
