@@ -159,6 +159,10 @@ _USAGE["optical-flow"] = (
     "flow = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 2 x H x W, pixels\n"
     "colours = zoo.flow.flow_to_color(flow)                                      # Middlebury colour wheel"
 )
+_USAGE["image-classification"] = (
+    "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
+    "top = model.postprocess(model(model.transforms(images)))  # {'scores', 'labels'}: top-k per image"
+)
 _USAGE_DEFAULT = (
     "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
     "out = model.postprocess(model(x), images.shape[-2:])"

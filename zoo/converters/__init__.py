@@ -23,6 +23,8 @@ _BUILTIN = {
     "flownet-pytorch": "zoo.converters.flownet_pytorch",
     "flownet2": "zoo.converters.flownet2",
     "mmflow-flownet": "zoo.converters.mmflow_flownet",
+    "fyu-drn": "zoo.converters.fyu_drn",
+    "mmseg-dmnet": "zoo.converters.mmseg_dmnet",
 }
 _USER: dict[str, Converter] = {}
 

@@ -1,2 +1,2 @@
 """Model families composed from :mod:`zoo.ops`. Importing this package registers every constructor."""
-from zoo.models import deeplab, flownet, resnet  # noqa: F401
+from zoo.models import cacnet, deeplab, dilation, dmnet, drn, flownet, resnet  # noqa: F401
