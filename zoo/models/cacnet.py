@@ -14,7 +14,7 @@ decision, documented here and exposed as arguments):
   CaC module: context-adaptive re-weighting at dilations 1, 3, 5 + global pooling branch, ``heads``
   ensembles), then ``bottleneck`` 3x3 conv 512 + BN + ReLU, Dropout2d(0.1) and the 1x1 ``conv_seg``;
 - auxiliary head (training only): mmseg-style FCN head on layer3 (1024 -> 256 -> K), as the other
-  dilated-ResNet segmentation models of the zoo (:class:`zoo.models.dmnet.FCNHead`).
+  dilated-ResNet segmentation models of the zoo (:class:`zoo.models.segmentation_common.FCNHead`).
 
 Outputs: eval mode returns logits at 1/8 resolution (B, K, ceil(H/8), ceil(W/8)) (the segmentation
 postprocess upsamples them); training mode returns ``{"out": logits, "aux": aux_logits}``.
@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 from torch import Tensor, nn
 
 from zoo.archs import register_arch
-from zoo.models.dmnet import ConvModule, FCNHead, _ClsSeg
-from zoo.models.resnet import _DEPTHS, NormSpec, ResNet, make_norm, resnet
+from zoo.models.segmentation_common import ConvModule, EncoderDecoder, FCNHead, _ClsSeg
+from zoo.models.resnet import _DEPTHS, NormSpec, make_norm, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.cac import ContextAdaptiveConv
 
@@ -53,25 +53,7 @@ class CaCHead(_ClsSeg):
         return self.cls_seg(self.bottleneck(self.cac(self.reduce(x))))
 
 
-class CaCNet(nn.Module):
-    """Dilated ResNet -> :class:`CaCHead` on layer4, auxiliary FCN head on layer3 in training."""
-
-    def __init__(self, backbone: ResNet, decode_head: CaCHead, auxiliary_head: FCNHead | None = None) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.decode_head = decode_head
-        self.auxiliary_head = auxiliary_head
-
-    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        check_shape(x, "B,C,H,W", "x", C=3)
-        feats = self.backbone(x)
-        out = self.decode_head(feats[-1])
-        if not self.training:
-            return out
-        result = {"out": out}
-        if self.auxiliary_head is not None:
-            result["aux"] = self.auxiliary_head(feats[0])
-        return result
+CaCNet = EncoderDecoder  # dilated ResNet -> CaCHead on layer4, auxiliary FCNHead on layer3 in training
 
 
 @register_arch("cacnet")

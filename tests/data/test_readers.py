@@ -1,0 +1,120 @@
+"""Readers of the real layouts: FlyingChairs (both namings), Middlebury, PASCAL VOC."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from zoo.data import FlyingChairs, Middlebury, VOCSegmentation, dataset_from_spec
+from zoo.data.readers import decode_voc_rgb, voc_colormap
+from zoo.flow import epe, write_flo
+from zoo.io import write_png
+
+
+def test_flyingchairs_examples_real(realdata):
+    ds = FlyingChairs(realdata / "flyingchairs" / "data")
+    assert len(ds) == 4 and [item[0] for item in ds.items] == ["0000000", "0000001", "0000002", "0000003"]
+    s = ds[0]
+    assert s["image1"].shape == s["image2"].shape == (3, 384, 512) and s["flow"].shape == (2, 384, 512)
+    assert 0 <= float(s["image1"].min()) and float(s["image1"].max()) <= 1 and bool(s["valid"].all())
+    zero = [float(epe(torch.zeros(1, 2, 384, 512), ds[i]["flow"][None])) for i in range(4)]
+    assert sum(zero) / 4 == pytest.approx(5.23, abs=0.005)
+
+
+def test_flyingchairs_release_naming_real(realdata):
+    ds = FlyingChairs(realdata / "flyingchairs_mmflow_crops")
+    assert len(ds) == 1 and ds[0]["id"] == "00001" and ds[0]["flow"].shape == (2, 50, 50)
+
+
+def _pair(tmp_path, stem, f1, f2, ff, flow):
+    for name in (f1, f2):
+        write_png((torch.rand(3, 8, 10) * 255).to(torch.uint8), tmp_path / "x.png")
+        Image.open(tmp_path / "x.png").save(tmp_path / name.format(stem))
+    write_flo(flow, tmp_path / ff.format(stem))
+
+
+def test_flyingchairs_synthetic_split_and_unknown(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        flow = torch.full((2, 8, 10), float(i))
+        if i == 2:
+            flow[:, 0, 0] = 1e10
+        _pair(data, f"{i:05d}", "{}_img1.ppm", "{}_img2.ppm", "{}_flow.flo", flow)
+    (tmp_path / "FlyingChairs_train_val.txt").write_text("1\n2\n1\n")
+    assert len(FlyingChairs(data)) == 3
+    train, val = FlyingChairs(data, split="train"), FlyingChairs(data, split="val")
+    assert [i[0] for i in train.items] == ["00000", "00002"] and [i[0] for i in val.items] == ["00001"]
+    s = train[1]
+    assert not bool(s["valid"][0, 0]) and int(s["valid"].sum()) == 79 and float(s["flow"][0, 0, 0]) == 0.0
+    with pytest.raises(FileNotFoundError, match="no FlyingChairs pairs"):
+        FlyingChairs(tmp_path)
+
+
+def test_middlebury_layout(tmp_path):
+    for seq in ("Dimetrodon", "Venus"):
+        (tmp_path / "other-data" / seq).mkdir(parents=True)
+        for f in ("frame10.png", "frame11.png"):
+            write_png((torch.rand(3, 6, 7) * 255).to(torch.uint8), tmp_path / "other-data" / seq / f)
+    (tmp_path / "other-data" / "Army").mkdir()   # no ground truth: skipped
+    flow = torch.ones(2, 6, 7)
+    flow[:, 2, 3] = 1.7e9
+    write_flo(flow, tmp_path / "other-gt-flow" / "Dimetrodon" / "flow10.flo")
+    write_flo(torch.zeros(2, 6, 7), tmp_path / "other-gt-flow" / "Venus" / "flow10.flo")
+    ds = Middlebury(tmp_path)
+    assert [i[0] for i in ds.items] == ["Dimetrodon", "Venus"]
+    s = ds[0]
+    assert s["image1"].shape == (3, 6, 7) and not bool(s["valid"][2, 3]) and int(s["valid"].sum()) == 41
+    with pytest.raises(FileNotFoundError):
+        Middlebury(tmp_path, sequences=["Army"])
+
+
+def test_voc_palette_png(tmp_path):
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    Image.new("RGB", (5, 4), (10, 20, 30)).save(root / "JPEGImages" / "a.jpg")
+    mask = Image.new("P", (5, 4), 0)
+    mask.putpalette(voc_colormap().flatten().tolist())
+    mask.putpixel((1, 1), 15)
+    mask.putpixel((2, 1), 255)
+    mask.save(root / "SegmentationClass" / "a.png")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("a\n")
+    ds = VOCSegmentation(tmp_path / "VOCdevkit", split="val")
+    s = ds[0]
+    assert s["image"].shape == (3, 4, 5) and s["label"].dtype == torch.int64
+    assert int(s["label"][1, 1]) == 15 and int(s["label"][1, 2]) == 255 and int(s["label"].sum()) == 15 + 255
+    with pytest.raises(FileNotFoundError, match="train.txt"):
+        VOCSegmentation(root, split="train")
+
+
+def test_voc_real(realdata):
+    root = realdata / "voc2012_datum" / "VOC2012"
+    assert len(VOCSegmentation(root, split=None)) == 2
+    val = dataset_from_spec(f"voc:{root}@val")
+    assert [i[0] for i in val.items] == ["2007_000033"]
+    s = val[0]
+    values = set(s["label"].unique().tolist())
+    assert 255 in values and 0 in values and values <= set(range(21)) | {255}
+    assert s["image"].shape[-2:] == s["label"].shape
+
+
+def test_voc_rgb_targets_real(realdata):
+    from zoo.io import read_image
+
+    rgb = read_image(realdata / "voc2012_val_samples_vainf" / "1_target.png")
+    label = decode_voc_rgb(rgb)
+    values = set(label.unique().tolist())
+    assert values <= set(range(21)) | {255} and len(values - {0, 255}) >= 1
+    # round trip through the palette
+    cmap = voc_colormap()
+    known = label != 255
+    assert torch.equal(cmap[label[known]].T.long(), rgb[:, known].long())
+
+
+def test_dataset_spec_errors():
+    with pytest.raises(ValueError, match="unknown dataset spec"):
+        dataset_from_spec("kitti:/x")
+    with pytest.raises(ValueError, match="give a folder"):
+        dataset_from_spec("voc:")

@@ -1,0 +1,119 @@
+"""zoo.training: losses, exact resume, DDP (2 gloo processes) == single process, segmentation."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from zoo.training import TrainConfig, multiscale_epe_loss, segmentation_loss, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "flownets", "--arch-override", "width=0.0625", "--data", "flying-shapes", "--size", "64", "64",
+        "--textures", "procedural", "--threads", "1", "--no-progress", "--log-every", "1"]
+
+
+def _cfg(out, steps, **kw) -> TrainConfig:
+    base = dict(model="flownets", out=str(out), arch_overrides={"width": 0.0625}, size=(64, 64), batch_size=2,
+                steps=steps, textures="procedural", lr=1e-3, log_every=1, checkpoint_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_multiscale_loss_hand_worked():
+    target = torch.zeros(1, 2, 8, 8)
+    target[:, 0] = 20.0                                     # 1 in network units everywhere
+    outs = [torch.zeros(1, 2, s, s) for s in (4, 2, 1, 1, 1)]           # flow2 .. flow6
+    loss = multiscale_epe_loss(outs, target)
+    # per scale: EPE 1 at every cell, summed: 16, 4, 1, 1, 1
+    assert float(loss) == pytest.approx(0.005 * 16 + 0.01 * 4 + 0.02 + 0.08 + 0.32)
+    mean = multiscale_epe_loss(outs, target, reduction="mean")
+    assert float(mean) == pytest.approx(0.005 + 0.01 + 0.02 + 0.08 + 0.32)
+    exact = [F.interpolate(target / 20, o.shape[-2:], mode="area") for o in outs]
+    assert float(multiscale_epe_loss(exact, target)) == 0
+    valid = torch.ones(1, 8, 8, dtype=torch.bool)
+    valid[:, :2, :2] = False                                # one 4x4 cell of the first scale unknown
+    assert float(multiscale_epe_loss(outs, target, valid)) < float(loss)
+
+
+def test_segmentation_loss_forms():
+    label = torch.randint(0, 3, (2, 8, 8))
+    label[:, 0] = 255
+    logits = torch.randn(2, 3, 4, 4)
+    plain = segmentation_loss(logits, label)
+    up = F.interpolate(logits, (8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(plain, F.cross_entropy(up, label, ignore_index=255))
+    both = segmentation_loss({"out": logits, "aux": logits}, label, aux_weight=0.5)
+    assert torch.allclose(both, 1.5 * plain)
+    multi = segmentation_loss([logits, torch.randn(2, 3, 8, 8)], label)
+    assert multi.shape == () and float(multi) > 0
+
+
+def test_exact_resume_is_bit_identical(tmp_path):
+    torch.set_num_threads(1)
+    train(_cfg(tmp_path / "straight", 4), progress=False)
+    train(_cfg(tmp_path / "resumed", 2), progress=False)
+    assert (tmp_path / "resumed" / "checkpoint-0000002.pt").is_file()
+    train(_cfg(tmp_path / "resumed", 4), progress=False)          # picks up checkpoint-0000002.pt
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(l) for l in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    straight = [json.loads(l) for l in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in straight] == [r["loss"] for r in log]
+    with pytest.raises(ValueError, match="different batch_size"):
+        train(_cfg(tmp_path / "resumed", 6, batch_size=4), progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    common = TINY + ["--steps", "3", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.01",
+                     "--checkpoint-every", "100"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    script = str(ROOT / "scripts" / "train.py")
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), script, *common,
+         "--out", str(tmp_path / "ddp"), "--dump-replicas"],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, script, *common, "--out", str(tmp_path / "single")],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
+    r0 = load_file(tmp_path / "ddp" / "replica-0.safetensors")
+    r1 = load_file(tmp_path / "ddp" / "replica-1.safetensors")
+    one = load_file(tmp_path / "single" / "model.safetensors")
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"replicas differ at {k}"
+        assert torch.allclose(r0[k], one[k], rtol=1e-4, atol=1e-6), k
+    log_ddp = [json.loads(l) for l in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    log_one = [json.loads(l) for l in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log_ddp] == pytest.approx([r["loss"] for r in log_one], rel=1e-5)
+
+
+def test_segmentation_training_on_shapes(tmp_path, user_registry):
+    cfg = TrainConfig(model="test-small-segnet", out=str(tmp_path / "seg"), data="shapes", num_classes=7,
+                      size=(32, 32), batch_size=2, steps=2, textures="procedural", optimizer="sgd", lr=0.01,
+                      schedule="poly", log_every=1, checkpoint_every=2)
+    record = train(cfg, progress=False)
+    assert record["step"] == 2 and 0 <= record["pixel_accuracy"] <= 1 and record["loss"] > 0
+    state = load_file(tmp_path / "seg" / "model.safetensors")
+    assert state["classifier.weight"].shape[0] == 7
+
+
+def test_flow_size_must_be_multiple_of_64(tmp_path):
+    with pytest.raises(ValueError, match="multiples of 64"):
+        train(_cfg(tmp_path / "bad", 1, size=(60, 64)), progress=False)

@@ -1,0 +1,560 @@
+"""Training of registry models: optical flow (FlowNet multi-scale EPE) and semantic segmentation
+(cross-entropy), single process or ``torchrun`` with DistributedDataParallel, with exact resume.
+``scripts/train.py`` is a thin CLI over :func:`main`.
+
+The model is always the registry architecture: ``zoo.create(name, **arch_overrides)`` (optionally with
+registry weights or a checkpoint), then ``.train()``; no model is defined here. Inputs go through the
+entry's transforms preset (for segmentation without its ``resize``, which would misalign the labels).
+
+Losses:
+- optical flow: FlowNet's multi-scale loss (Dosovitskiy et al. 2015; as FlowNetPytorch's
+  ``multiscaleEPE``): the target divided by ``div_flow`` (20) is area-downsampled to each prediction
+  (flow2..flow6), the per-pixel EPE is summed over the pixels (``flow_reduction="sum"``, FlowNetPytorch)
+  or averaged (``"mean"``), averaged over the batch and weighted 0.005, 0.01, 0.02, 0.08, 0.32 for
+  flow2..flow6. Pixels with unknown ground truth are left out. The logged ``epe`` is flow2 x div_flow
+  upsampled bilinearly to full size against the target (FlowNetPytorch's ``realEPE``).
+- segmentation: cross-entropy with ``ignore_index=255`` on logits upsampled bilinearly to the label
+  size (torchvision's reference); a DeepLab v3 ``{"out", "aux"}`` output adds ``aux_weight`` (0.5) x the
+  aux loss; a DeepLab v2 list of multi-scale logits sums the losses with labels nearest-downsampled to
+  each logit size (kazuto1011's MSC training).
+
+Data order and exact resume: global sample position ``p = step * batch + j`` (j < global batch) is
+rank ``j // (batch / world)``'s; procedural datasets render sample p directly (deterministic per
+(seed, p)); finite datasets read a per-epoch permutation seeded by (seed, epoch) and take a random crop
+seeded by (seed, p). The data position is therefore the step number. A checkpoint
+(``checkpoint-SSSSSSS.pt``, ``torch.save``; loaded with ``weights_only=True``) holds the model,
+optimizer, scheduler, step, config and every rank's torch / Python RNG states; training N steps
+straight and N/2 + resume + N/2 give bit-identical weights on the same machine and thread count.
+
+DDP: ``torchrun --nproc_per_node N scripts/train.py ...`` (gloo backend; nccl with ``--device cuda``).
+The batch size is the GLOBAL batch (each rank takes batch / N), per-rank losses are batch means, so
+DDP's gradient average equals the single-process gradient of the same global batch (up to float
+summation order; BatchNorm statistics are per rank).
+
+Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe or pixel accuracy,
+lr, seconds per step, samples/s; eval results when ``eval_data`` is set), checkpoints,
+``model.safetensors`` (final weights, loadable with ``zoo.create(name, checkpoint=..., **overrides)``)
+and ``config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from zoo.data.shapes import sample_seed
+from zoo.evaluation import evaluate, load_model, parse_overrides
+from zoo.registry import Preset, thaw
+from zoo.transforms import build_transforms
+
+__all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "multiscale_epe_loss", "segmentation_loss", "train", "main"]
+
+FLOWNET_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2 .. flow6
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on (saved in checkpoints and config.json)."""
+
+    model: str
+    out: str
+    data: str = "flying-shapes"
+    arch_overrides: dict = dataclasses.field(default_factory=dict)
+    num_classes: int | None = None
+    pretrained: str | None = None
+    init_checkpoint: str | None = None
+    steps: int = 1000
+    batch_size: int = 8
+    size: tuple = (192, 256)
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    betas: tuple = (0.9, 0.999)
+    schedule: str = "constant"
+    milestones: tuple = ()
+    gamma: float = 0.5
+    poly_power: float = 0.9
+    warmup: int = 0
+    max_grad_norm: float | None = None
+    flow_reduction: str = "sum"
+    aux_weight: float = 0.5
+    seed: int = 0
+    textures: str = "auto"
+    workers: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    eval_data: str | None = None
+    eval_every: int = 0
+    time_limit: float | None = None
+    device: str = "cpu"
+    dump_replicas: bool = False
+
+    # fields that must match when resuming (steps, time limit, logging... may change)
+    RESUME_KEYS = ("model", "data", "arch_overrides", "num_classes", "batch_size", "size", "optimizer",
+                   "seed", "textures", "flow_reduction")
+
+
+# ------------------------------------------------------------------------------------------- losses
+def multiscale_epe_loss(outputs: Sequence[torch.Tensor], target: torch.Tensor, valid: torch.Tensor | None = None,
+                        weights: Sequence[float] = FLOWNET_WEIGHTS, div_flow: float = 20.0,
+                        reduction: str = "sum") -> torch.Tensor:
+    """FlowNet multi-scale EPE: ``outputs`` (flow2, ..., flow6) in network units (B, 2, h_i, w_i),
+    ``target`` (B, 2, H, W) in pixels, ``valid`` (B, H, W) known-flow mask. See the module docstring."""
+    if len(outputs) != len(weights):
+        raise ValueError(f"{len(outputs)} predictions but {len(weights)} weights")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    b = target.shape[0]
+    if valid is None:
+        valid = torch.ones(target.shape[0], *target.shape[2:], dtype=torch.bool, device=target.device)
+    scaled = torch.where(valid.unsqueeze(1), target, torch.zeros_like(target)) / div_flow
+    mask = valid.unsqueeze(1).to(target.dtype)
+    loss = target.new_zeros(())
+    for out, w in zip(outputs, weights):
+        h, wd = out.shape[-2:]
+        t = F.interpolate(scaled, (h, wd), mode="area")
+        m = F.interpolate(mask, (h, wd), mode="area")[:, 0]
+        keep = (m > 0.999).to(out.dtype)                      # cells made only of known pixels
+        err = torch.linalg.vector_norm(out - t, dim=1) * keep
+        per_image = err.flatten(1).sum(1)
+        if reduction == "mean":
+            per_image = per_image / keep.flatten(1).sum(1).clamp(min=1)
+        loss = loss + w * per_image.sum() / b
+    return loss
+
+
+def full_res_epe(flow2: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, div_flow: float) -> torch.Tensor:
+    """FlowNetPytorch's ``realEPE``: flow2 x div_flow upsampled bilinearly to the target size, mean EPE."""
+    from zoo.flow import epe
+
+    up = F.interpolate(flow2, target.shape[-2:], mode="bilinear", align_corners=False) * div_flow
+    return epe(up, target, valid)
+
+
+def segmentation_loss(output: Any, label: torch.Tensor, aux_weight: float = 0.5, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy for the segmentation families' training outputs (see the module docstring)."""
+    size = label.shape[-2:]
+
+    def ce_up(logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, label, ignore_index=ignore_index)
+
+    if isinstance(output, dict):
+        loss = ce_up(output["out"])
+        if "aux" in output:
+            loss = loss + aux_weight * ce_up(output["aux"])
+        return loss
+    if isinstance(output, (list, tuple)):
+        loss = label.new_zeros((), dtype=torch.float32)
+        for logits in output:
+            small = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+            loss = loss + F.cross_entropy(logits, small, ignore_index=ignore_index)
+        return loss
+    return ce_up(output)
+
+
+# ------------------------------------------------------------------------------------------- data
+class PositionStream(Dataset):
+    """Sample position p -> sample. Procedural datasets (with ``generate``) render index p directly;
+    finite datasets read permutation_epoch[p mod n] (epoch = p // n, permutation seeded by (seed, epoch))
+    and are randomly cropped (offset seeded by (seed, p)) to ``size``; labels pad with 255."""
+
+    def __init__(self, base: Dataset, seed: int, size: tuple[int, int] | None) -> None:
+        self.base, self.seed, self.size = base, seed, size
+        self.procedural = hasattr(base, "generate")
+        self._perm: tuple[int, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def index(self, p: int) -> int:
+        n = len(self.base)
+        if self.procedural:
+            return p % n
+        epoch = p // n
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, -1 - epoch))
+            self._perm = (epoch, torch.randperm(n, generator=g).tolist())
+        return self._perm[1][p % n]
+
+    def _crop(self, sample: dict, p: int) -> dict:
+        if self.size is None:
+            return sample
+        th, tw = self.size
+        key = "image1" if "image1" in sample else "image"
+        h, w = sample[key].shape[-2:]
+        if (h, w) == (th, tw):
+            return sample
+        ph, pw = max(th - h, 0), max(tw - w, 0)
+        out = {}
+        for k, v in sample.items():
+            if not isinstance(v, torch.Tensor):
+                continue
+            if ph or pw:
+                fill = 255 if k == "label" else (False if v.dtype == torch.bool else 0)
+                v = F.pad(v.unsqueeze(0) if v.dim() == 2 else v, (0, pw, 0, ph), value=fill)
+                v = v[0] if k in ("label", "valid", "visible") else v
+            out[k] = v
+        rng = random.Random(sample_seed(self.seed, p))
+        top, left = rng.randint(0, h + ph - th), rng.randint(0, w + pw - tw)
+        return {k: v[..., top:top + th, left:left + tw] for k, v in out.items()}
+
+    def __getitem__(self, p: int) -> dict:
+        return self._crop(self.base[self.index(p)], p)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
+        if self.procedural:
+            return self.base.__getitems__([self.index(p) for p in positions])
+        return [self[p] for p in positions]
+
+
+class StepBatchSampler(Sampler):
+    """Per-rank lists of sample positions for steps ``start .. steps - 1`` (see the module docstring)."""
+
+    def __init__(self, start: int, steps: int, batch_size: int, rank: int, world: int) -> None:
+        if batch_size % world:
+            raise ValueError(f"the global batch size {batch_size} must be divisible by the {world} processes")
+        self.start, self.steps, self.batch, self.rank, self.local = start, steps, batch_size, rank, batch_size // world
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            base = step * self.batch + self.rank * self.local
+            yield list(range(base, base + self.local))
+
+
+def _collate(samples: list[dict]) -> dict:
+    return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
+
+
+def training_transforms(model: nn.Module) -> nn.Module:
+    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned)."""
+    info = model.info
+    args = thaw(info.transforms.args)
+    args.pop("resize", None)
+    return build_transforms(Preset(info.transforms.preset, args), info.name)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
+
+
+def _lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier of the base lr at ``step`` (linear warmup, then the schedule)."""
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    if cfg.schedule == "constant":
+        return warm
+    if cfg.schedule == "multistep":   # FlowNet: halve at fixed steps
+        return warm * cfg.gamma ** sum(step >= m for m in cfg.milestones)
+    if cfg.schedule == "poly":        # DeepLab: (1 - step / steps) ** power
+        return warm * (1 - min(step, cfg.steps) / cfg.steps) ** cfg.poly_power
+    raise ValueError(f"schedule must be constant, multistep or poly, got {cfg.schedule!r}")
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted(out.glob("checkpoint-*.pt"))
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    return json.loads(json.dumps(d))  # tuples -> lists, plain JSON types
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the last logged record. See the module docstring."""
+    from zoo.data import dataset_from_spec
+
+    rank, world = _dist_info()
+    out = Path(cfg.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        dist.barrier()
+    device = torch.device(cfg.device)
+
+    torch.manual_seed(cfg.seed)          # the same init on every rank
+    random.seed(cfg.seed)
+    pretrained: bool | str = False
+    if cfg.pretrained:
+        pretrained = True if cfg.pretrained == "default" else cfg.pretrained
+    model = load_model(cfg.model, pretrained=pretrained, checkpoint=cfg.init_checkpoint,
+                       arch_overrides=cfg.arch_overrides, num_classes=cfg.num_classes, device=device)
+    info = model.info
+    task = info.task
+    if task not in ("optical-flow", "semantic-segmentation"):
+        raise ValueError(f"{cfg.model!r} is a {task} model; training supports optical-flow and semantic-segmentation")
+    transforms = training_transforms(model).to(device)
+    postprocess = model.postprocess
+    if task == "optical-flow" and (cfg.size[0] % 64 or cfg.size[1] % 64):
+        raise ValueError(f"flow training crops must be multiples of 64 (FlowNet), got {tuple(cfg.size)}")
+    div_flow = float(getattr(model, "div_flow", 20.0))
+    model.train()
+
+    optimizer = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    # a plain function: LambdaLR's state dict then holds no callable state (loads with weights_only=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
+    start = 0
+    found = _checkpoints(out)
+    if found:
+        ckpt = torch.load(found[-1], map_location=device, weights_only=True)
+        old = ckpt["config"]
+        new = _config_dict(cfg)
+        diff = [k for k in TrainConfig.RESUME_KEYS if old.get(k) != new.get(k)]
+        if diff:
+            raise ValueError(f"{found[-1]} was written by a run with different {', '.join(diff)} "
+                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start = int(ckpt["step"])
+        states = ckpt["rng"]
+        _set_rng_state(states[rank] if len(states) == world else states[0])
+    if world > 1:
+        ddp_model: nn.Module = nn.parallel.DistributedDataParallel(model)
+    else:
+        ddp_model = model
+
+    base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
+    stream = PositionStream(base, cfg.seed, tuple(cfg.size))
+    sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
+    loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    eval_set = None
+    if cfg.eval_data and cfg.eval_every > 0:
+        eval_set = dataset_from_spec(cfg.eval_data, size=tuple(cfg.size), seed=cfg.seed + 10**6, split="val")
+
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(_config_dict(cfg), indent=2) + "\n")
+    log = (out / "log.jsonl").open("a") if rank == 0 else None
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=cfg.model, unit="step", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+    def save(step: int) -> None:
+        states = [_rng_state()]
+        if world > 1:
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, states[0])
+            states = gathered
+        if rank == 0:
+            ckpt = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": states, "config": _config_dict(cfg)}
+            path = out / f"checkpoint-{step:07d}.pt"
+            tmp = path.with_suffix(".tmp")
+            torch.save(ckpt, tmp)
+            os.replace(tmp, path)
+            for old in _checkpoints(out)[:-max(cfg.keep_checkpoints, 1)]:
+                old.unlink()
+
+    record: dict[str, Any] = {}
+    step = start
+    t_last, steps_since = time.perf_counter(), 0
+    t_begin = time.perf_counter()
+    try:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            if task == "optical-flow":
+                x = transforms((batch["image1"], batch["image2"]))
+                outputs = ddp_model(x)
+                valid = batch.get("valid")
+                loss = multiscale_epe_loss(outputs, batch["flow"], valid, div_flow=div_flow, reduction=cfg.flow_reduction)
+                metric_name = "epe"
+                with torch.no_grad():
+                    metric = full_res_epe(outputs[0].detach(), batch["flow"], valid, div_flow)
+            else:
+                outputs = ddp_model(transforms(batch["image"]))
+                loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight)
+                metric_name = "pixel_accuracy"
+                with torch.no_grad():
+                    logits = outputs["out"] if isinstance(outputs, dict) else (outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
+                    pred = postprocess(logits.detach(), batch["label"].shape[-2:])
+                    keep = batch["label"] != 255
+                    metric = ((pred == batch["label"]) & keep).sum() / keep.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            steps_since += 1
+            if bar is not None:
+                bar.update(1)
+            stop = False
+            if cfg.time_limit is not None:
+                flag = torch.tensor([float(time.perf_counter() - t_begin > cfg.time_limit)])
+                if world > 1:
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if step % cfg.log_every == 0 or step == cfg.steps or stop:
+                vals = torch.stack([loss.detach().float().cpu(), metric.detach().float().cpu()])
+                if world > 1:
+                    dist.all_reduce(vals)
+                    vals /= world
+                now = time.perf_counter()
+                sec = (now - t_last) / max(steps_since, 1)
+                record = {"step": step, "loss": float(vals[0]), metric_name: float(vals[1]),
+                          "lr": optimizer.param_groups[0]["lr"], "sec_per_step": sec,
+                          "samples_per_sec": cfg.batch_size / sec if sec > 0 else None, "time": time.time()}
+                t_last, steps_since = now, 0
+                if eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                    res = evaluate(model, eval_set, task, device=device)
+                    model.train()
+                    record["eval"] = {k: v for k, v in res.items() if k not in ("per_pair", "confusion", "iou")}
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3g}", **{metric_name: f"{record[metric_name]:.3g}"})
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                save(step)
+            if stop:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+    if rank == 0:
+        save_weights(model, out / "model.safetensors")
+    if cfg.dump_replicas:
+        save_weights(model, out / f"replica-{rank}.safetensors")
+    if world > 1:
+        dist.barrier()
+    return record
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig(model="", out="")
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train a zoo registry model (optical flow or segmentation).",
+        epilog="Data specs: flying-shapes[:N], shapes[:N], flyingchairs:PATH[@train], voc:PATH[@train]. "
+               "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
+               "Re-running with the same --out resumes from its newest checkpoint.")
+    p.add_argument("--model", required=True, help="registry name, e.g. flownets")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, model.safetensors)")
+    p.add_argument("--data", default=d.data)
+    p.add_argument("--arch-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor argument override (YAML value), e.g. width=0.25; repeatable")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--pretrained", default=None, help="start from registry weights (tag or 'default')")
+    p.add_argument("--init-checkpoint", default=None, help="start from a weights file")
+    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="GLOBAL batch size (split over processes)")
+    p.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"), help="training crop")
+    p.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--schedule", default=d.schedule, choices=("constant", "multistep", "poly"))
+    p.add_argument("--milestones", type=int, nargs="*", default=[], help="multistep: steps where lr *= gamma")
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
+    p.add_argument("--max-grad-norm", type=float, default=None)
+    p.add_argument("--flow-reduction", default=d.flow_reduction, choices=("sum", "mean"))
+    p.add_argument("--aux-weight", type=float, default=d.aux_weight)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--textures", default=d.textures, choices=("auto", "skimage", "procedural"))
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--eval-data", default=None, help="dataset spec evaluated every --eval-every steps")
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=None, help="seconds; checkpoint and stop when exceeded")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads per process")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--dump-replicas", action="store_true", help="also write replica-RANK.safetensors (DDP checks)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(
+        model=args.model, out=args.out, data=args.data, arch_overrides=parse_overrides(args.arch_override),
+        num_classes=args.num_classes, pretrained=args.pretrained, init_checkpoint=args.init_checkpoint,
+        steps=args.steps, batch_size=args.batch_size, size=tuple(args.size), optimizer=args.optimizer,
+        lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
+        milestones=tuple(args.milestones), gamma=args.gamma, warmup=args.warmup, max_grad_norm=args.max_grad_norm,
+        flow_reduction=args.flow_reduction, aux_weight=args.aux_weight, seed=args.seed, textures=args.textures,
+        workers=args.workers, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every, eval_data=args.eval_data, eval_every=args.eval_every,
+        time_limit=args.time_limit, device=args.device, dump_replicas=args.dump_replicas,
+    )
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+        started = True
+    try:
+        record = train(cfg, progress=not args.no_progress)
+        if _dist_info()[0] == 0:
+            print(json.dumps(record))
+        return record
+    finally:
+        if started:
+            dist.destroy_process_group()
