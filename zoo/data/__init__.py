@@ -23,7 +23,8 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
 
     ``flying-shapes[:N]`` / ``shapes[:N]`` (procedural, N samples, default 1e9 / 10000; ``size`` (H, W)
     and ``seed`` apply), ``flyingchairs:PATH``, ``middlebury:PATH``, ``voc:PATH``; a real-data spec
-    may end in ``@SPLIT`` (``voc:PATH@train``, ``flyingchairs:PATH@val``), else ``split`` is used.
+    may end in ``@SPLIT`` (``voc:PATH@train``, ``flyingchairs:PATH@val``, ``@all`` for every item of a
+    folder without a split file), else ``split`` is used.
     """
     kind, _, rest = spec.partition(":")
     if kind in ("flying-shapes", "shapes"):
@@ -34,7 +35,7 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
         length = int(float(rest)) if rest else (10**9 if kind == "flying-shapes" else 10000)
         return cls(length=length, **kwargs)
     path, at, part = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    part = part or split
+    part = None if part == "all" else (part or split)
     if not path:
         raise ValueError(f"dataset spec {spec!r}: give a folder, e.g. '{kind}:/data/{kind}'")
     if kind == "flyingchairs":
