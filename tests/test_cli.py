@@ -115,3 +115,23 @@ def test_wheel_ships_registry_and_cards_and_runs_zoo_list(tmp_path):
               "print(all(c.card_path(zoo.model_info(n)).is_file() for n in zoo.list_models()))")
     where = subprocess.run([str(python), "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env).stdout.split()
     assert str(site) in where[0] and where[1] == "True"
+
+
+def test_predict_flow_writes_colour_png_and_flo(capsys, realdata, tmp_path):
+    from zoo.flow import read_flo
+    from zoo.io import read_image
+
+    torch.manual_seed(0)
+    model = zoo.create("flownets", width=0.125)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    frames = sorted((realdata / "flyingchairs" / "data").glob("*-img*.ppm"))[:2]
+    out, flo = tmp_path / "flow.png", tmp_path / "flow.flo"
+    code, printed, _ = run(capsys, "predict", "flownets", *map(str, frames), "--checkpoint", str(path),
+                           "--arch-override", "width=0.125", "--out", str(out), "--flo", str(flo))
+    assert code == 0
+    assert read_image(out).shape == read_image(frames[0]).shape
+    assert read_flo(flo).shape == (2, *read_image(frames[0]).shape[-2:])
+    assert json.loads(printed)["max_flow_px"] >= 0
+    code, _, err = run(capsys, "predict", "flownets", str(frames[0]), "--out", str(out), "--random-weights")
+    assert code == 2 and "two frames" in err

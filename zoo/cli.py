@@ -123,27 +123,55 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(pairs: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ZooError(f"--arch-override takes KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
     from zoo.io import read_image, write_png
-    from zoo.visualize import blend, colourise_labels
 
     info = zoo.model_info(args.name)
     pretrained = not (args.checkpoint or args.random_weights)
     if pretrained and not info.pretrained and "." not in args.name:
         raise ZooError(f"{info.name!r} has no published weights; pass --checkpoint PATH, or --random-weights for a smoke run")
-    model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device)
-    image = read_image(args.image).unsqueeze(0).to(args.device)
-    if info.task != "semantic-segmentation":
+    flow = info.task == "optical-flow"
+    if flow != (len(args.images) == 2) or len(args.images) not in (1, 2):
+        raise ZooError(f"{info.name} ({info.task}) takes {'two frames' if flow else 'one image'}, "
+                       f"got {len(args.images)} file(s)")
+    if info.task not in ("semantic-segmentation", "optical-flow"):
         raise ZooError(f"zoo predict does not handle task {info.task!r} yet")
+    model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device,
+                       **_overrides(args.arch_override))
+    images = torch.stack([read_image(p) for p in args.images]).to(args.device)       # (N, 3, H, W)
     with torch.inference_mode():
-        labels = model.postprocess(model(model.transforms(image)), image.shape[-2:])
-    picture = blend(image, colourise_labels(labels), alpha=args.alpha)[0].cpu()
-    write_png(picture, args.out)
-    classes = torch.unique(labels).tolist()
-    print(json.dumps({"out": str(args.out), "classes": classes}))
+        if flow:
+            from zoo.flow import flow_to_color, write_flo
+
+            pair = images.unsqueeze(0)                                               # (1, 2, 3, H, W)
+            result = model.postprocess(model(model.transforms(pair)), pair.shape[-2:])
+            picture = flow_to_color(result)[0]
+            if args.flo:
+                write_flo(result[0], args.flo)
+            summary = {"out": str(args.out), "flo": args.flo, "max_flow_px": round(float(result.norm(dim=1).max()), 3)}
+        else:
+            from zoo.visualize import blend, colourise_labels
+
+            labels = model.postprocess(model(model.transforms(images)), images.shape[-2:])
+            picture = blend(images, colourise_labels(labels), alpha=args.alpha)[0]
+            summary = {"out": str(args.out), "classes": torch.unique(labels).tolist()}
+    write_png(picture.cpu(), args.out)
+    print(json.dumps(summary))
     return 0
 
 
@@ -208,11 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dst", help="output .safetensors")
     s.set_defaults(fn=cmd_convert)
 
-    s = sub.add_parser("predict", help="run a model on an image and write a colour-coded PNG")
+    s = sub.add_parser("predict", help="run a model on an image (or two frames) and write a colour-coded PNG")
     s.add_argument("name")
-    s.add_argument("image")
+    s.add_argument("images", nargs="+", help="one image; two frames for optical flow")
     s.add_argument("--out", required=True)
+    s.add_argument("--flo", help="optical flow: also write the flow as a .flo file")
     s.add_argument("--checkpoint")
+    s.add_argument("--arch-override", action="append", metavar="KEY=VALUE",
+                   help="constructor argument (YAML value), e.g. width=0.25 for a checkpoint of a small variant")
     s.add_argument("--random-weights", action="store_true", help="random init (smoke test only)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--alpha", type=float, default=0.5)
