@@ -93,7 +93,7 @@ def test_publish_refuses_to_move_a_tag_without_force(published, hub_server, tmp_
 def test_publish_dry_run_uploads_nothing_and_mismatched_weights_are_refused(hub_server, user_registry, tmp_path):
     path = _save(_random_model(1), tmp_path / "w.safetensors")
     entry = publish(NAME, path, REPO, dry_run=True, out_dir=tmp_path / "out", endpoint=hub_server.endpoint)
-    assert entry["revision"] is None and entry["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert entry["revision"] is None and entry["files"] == ["README.md", "config.json", "model.safetensors", "reference.safetensors"]
     assert hub_server.request_log == []
     meta = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert set(meta) == set(load_file(str(path)))

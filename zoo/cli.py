@@ -118,7 +118,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from zoo.publish import publish
 
     entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,
-                    dry_run=args.dry_run, force=args.force, allow_pickle=args.allow_pickle, out_dir=args.out_dir)
+                    dry_run=args.dry_run, force=args.force, allow_pickle=args.allow_pickle, out_dir=args.out_dir,
+                    store=args.store)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token")
     s.add_argument("--dry-run", action="store_true", help="write the files, upload nothing")
     s.add_argument("--out-dir", help="where --dry-run writes the files")
+    s.add_argument("--store", help="publish into a local weights store (e.g. zoo/weights_store) instead of a Hub")
     s.add_argument("--force", action="store_true", help="move an existing tag")
     s.add_argument("--allow-pickle", action="store_true", help="accept a .pth file (read with weights_only=True)")
     s.set_defaults(fn=cmd_publish)

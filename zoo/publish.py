@@ -26,6 +26,30 @@ class PublishError(ZooError, RuntimeError):
     pass
 
 
+RELEASE_FILES = ("model.safetensors", "reference.safetensors", "config.json", "README.md")
+
+
+def publish_to_store(folder: Path, repo_id: str, store: str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Copy a written release into a local weights store; the revision is the sha1 of its files' hashes."""
+    import hashlib
+    import shutil
+
+    digest = hashlib.sha1()
+    for name in RELEASE_FILES:
+        digest.update(f"{name}\0{W.sha256_file(folder / name)}\n".encode())
+    revision = digest.hexdigest()
+    target = Path(store) / repo_id / revision
+    if target.exists() and not force:
+        raise PublishError(f"{target} already exists (the same release was published); pass --force to rewrite it")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RELEASE_FILES:
+        shutil.copyfile(folder / name, target / name)
+    check = W.sha256_file(target / HUB_WEIGHTS)
+    if check != W.sha256_file(folder / HUB_WEIGHTS):
+        raise WeightsError(f"copy of {HUB_WEIGHTS} into {target} is corrupt; publish again")
+    return {"revision": revision, "store": str(target)}
+
+
 def hub_config(info: ModelInfo) -> dict[str, Any]:
     """The ``config.json`` of a published repository (the registry entry minus its weights)."""
     return {
@@ -46,8 +70,38 @@ def hub_config(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+REFERENCE_FILE = "reference.safetensors"
+REFERENCE_SIZE = (64, 64)
+
+
+def reference_output(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The first output tensor of ``model`` in eval mode (the one reference files store)."""
+    with torch.no_grad():
+        out = model.eval()(*inputs)
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
+
+
+def write_reference_tensors(info: ModelInfo, weights: Path, path: Path) -> None:
+    """A fixed input (seed 0, ``REFERENCE_SIZE``) and the model's output on it, saved next to the weights
+    so that a later op change that alters the published model's outputs is caught (tests/test_bundled_weights.py)."""
+    from safetensors.torch import save_file
+
+    from zoo.factory import create, example_inputs
+
+    torch.manual_seed(0)
+    inputs = example_inputs(info, REFERENCE_SIZE)
+    model = create(info.name, checkpoint=weights)
+    save_file({"input": inputs[0].contiguous(), "output": reference_output(model, inputs).contiguous()}, str(path),
+              metadata={"name": info.name, "zoo_version": __version__, "torch": torch.__version__})
+
+
 def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
-    """Write the three release files for ``name`` into ``out_dir``; returns file, sha256 and size.
+    """Write the release files (weights, reference tensors, config, card) for ``name`` into ``out_dir``;
+    returns file, sha256 and size of the weights.
 
     The weights must load strictly into the registry architecture (keys and shapes), else nothing is written.
     """
@@ -63,6 +117,7 @@ def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_
     metadata = {"format": "pt", "zoo_version": __version__, "name": info.name, "arch": info.arch,
                 "args": json.dumps(thaw(info.args), sort_keys=True)}
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, out / HUB_WEIGHTS, metadata=metadata)
+    write_reference_tensors(info, out / HUB_WEIGHTS, out / REFERENCE_FILE)
     (out / HUB_CONFIG).write_text(json.dumps(hub_config(info), indent=2) + "\n")
     sections = split_card(card_path(info).read_text(encoding="utf-8"))[1] if card_path(info).is_file() else {}
     hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
@@ -83,11 +138,14 @@ def publish(
     force: bool = False,
     allow_pickle: bool = False,
     out_dir: str | Path | None = None,
+    store: str | Path | None = None,
 ) -> dict[str, Any]:
     """Publish ``weights`` for registry model ``name`` to ``repo_id``; returns the registry weights entry.
 
     ``dry_run`` only writes the files (to ``out_dir`` or a temporary folder). An existing ``tag`` is
-    never moved unless ``force``.
+    never moved unless ``force``. With ``store`` (a local weights mirror such as the package's bundled
+    ``zoo/weights_store``) the release goes to ``store/ORG/REPO/REVISION/`` instead of a Hub, where
+    REVISION is a content hash of the release files; zoo resolves it like a Hub download (sha256-verified).
     """
     from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 
@@ -96,6 +154,8 @@ def publish(
         entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle)}
         if tag:
             entry["tag"] = tag
+        if store is not None:
+            return {**entry, **publish_to_store(folder, repo_id, store, force=force)}
         if dry_run:
             entry["dry_run"] = True
             entry["files"] = sorted(p.name for p in folder.iterdir())
@@ -109,7 +169,7 @@ def publish(
             if old_tag is not None and not force:
                 raise PublishError(f"tag {tag!r} already exists in {repo_id} at {old_tag.target_commit}; "
                                    "pass --force to move it (published pins keep working), or pick a new tag")
-        ops = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in (HUB_WEIGHTS, HUB_CONFIG, "README.md")]
+        ops = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in RELEASE_FILES]
         commit = api.create_commit(repo_id, operations=ops, commit_message=f"Publish {name} weights (dynzoo {__version__})")
         revision = commit.oid
         if tag:

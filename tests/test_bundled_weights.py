@@ -1,0 +1,61 @@
+"""Weights in the package's bundled store: every one re-checked against its reference tensors, so that
+silent drift in an operator is caught; and the store round trip (publish --store -> create) itself."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import zoo
+from zoo import weights as W
+from zoo.factory import example_inputs
+from zoo.publish import REFERENCE_FILE, publish, reference_output
+from zoo.registry import default_registry
+
+BUNDLED = [(info.name, w.tag) for info in default_registry() for w in info.weights.values()
+           if (W.BUNDLED_STORE / w.repo / w.revision / w.file).is_file()]
+
+
+def check_against_reference(name: str, tag: str, weights_dir: Path) -> None:
+    ref = load_file(str(weights_dir / REFERENCE_FILE))
+    model = zoo.create(f"{name}.{tag}")
+    torch.testing.assert_close(reference_output(model, (ref["input"],)), ref["output"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,tag", BUNDLED)
+def test_bundled_weights_reproduce_their_reference_outputs(name, tag):
+    w = zoo.model_info(name).weights[tag]
+    check_against_reference(name, tag, W.BUNDLED_STORE / w.repo / w.revision)
+
+
+def test_every_file_in_the_store_is_registered():
+    registered = {W.BUNDLED_STORE / w.repo / w.revision for i in default_registry() for w in i.weights.values()}
+    on_disk = {p.parent for p in W.BUNDLED_STORE.rglob("model.safetensors")} if W.BUNDLED_STORE.is_dir() else set()
+    assert on_disk <= registered, f"unregistered releases in the bundled store: {sorted(on_disk - registered)}"
+
+
+def test_store_round_trip_and_drift_detection(user_registry, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = zoo.create("test-small-segnet")
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    store = tmp_path / "store"
+    entry = publish("test-small-segnet", path, "zoo-test/store", store=store)
+    assert len(entry["revision"]) == 40 and (store / "zoo-test/store" / entry["revision"] / REFERENCE_FILE).is_file()
+    user_registry("test-small-segnet", {"default": "s", "tags": {"s": {
+        **{k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")},
+        "source": "test", "license": "apache-2.0",
+        "metrics": [{"dataset": "d", "split": "s", "metric": "m", "value": 1, "measured": "test"}]}}})
+    monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", str(store))
+    release = store / "zoo-test/store" / entry["revision"]
+    check_against_reference("test-small-segnet", "s", release)
+    assert load_file(str(release / REFERENCE_FILE))["input"].shape == example_inputs(zoo.model_info("test-small-segnet"), (64, 64))[0].shape
+    # an operator change that alters outputs is caught: simulate one by perturbing the ASPP projection
+    from zoo.ops.aspp import ASPP
+
+    original = ASPP.forward
+    monkeypatch.setattr(ASPP, "forward", lambda self, x: original(self, x) * 1.01)
+    with pytest.raises(AssertionError):
+        check_against_reference("test-small-segnet", "s", release)
