@@ -1,0 +1,16 @@
+"""Regenerate the sample frame pair shipped in zoo/samples (needs scikit-image: pip install dynzoo[train])."""
+from pathlib import Path
+
+import torch
+
+from zoo.data import FlyingShapes
+from zoo.flow import write_flo
+from zoo.io import write_png
+
+if __name__ == "__main__":
+    out = Path(__file__).resolve().parents[1] / "zoo" / "samples"
+    sample = FlyingShapes(size=(192, 256), seed=20261122, textures="skimage")[7]
+    for i in (1, 2):
+        write_png((sample[f"image{i}"] * 255).round().clamp(0, 255).to(torch.uint8), out / f"flying_shapes_{i}.png")
+    write_flo(sample["flow"], out / "flying_shapes_flow.flo")
+    print("wrote", out)
