@@ -54,12 +54,31 @@ def build_model(info: ModelInfo, **arch_overrides: Any) -> nn.Module:
 
 
 def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: int = 1,
-                   device: str | torch.device | None = None) -> tuple[torch.Tensor, ...]:
-    """Random network inputs (after transforms) for ``info``: ``(batch, *input_size)``, optionally at
-    another spatial ``size``. Used for FLOP counts, smoke tests and export checks."""
-    c, *hw = info.input_size
-    shape = (batch, c, *(size if size is not None else hw))
-    return (torch.randn(shape, device=device),)
+                   device: str | torch.device | None = None, *, random: bool = True) -> tuple[Any, ...]:
+    """Network inputs (after transforms) for ``info``, as positional arguments of ``model(*inputs)``.
+
+    Built from ``info.input_size`` (optionally at another spatial ``size``) by task:
+
+    - image tasks: one ``(batch, C, H, W)`` tensor (C = 6 for a FlowNet frame pair);
+    - ``salient-object-detection`` with ``input_size [4, H, W]``: ``(rgb (B, 3, H, W), depth (B, 1, H, W))``;
+    - ``video-prediction`` with ``input_size [T, C, H, W]``: one ``(B, T, C, H, W)`` tensor;
+    - ``object-detection`` / ``instance-segmentation``: one list of ``batch`` ``(C, H, W)`` images
+      (torchvision's detection API).
+
+    ``random=False`` gives uninitialised tensors (use with ``device="meta"``). Used for FLOP counts,
+    reference tensors, smoke tests and export checks.
+    """
+    *lead, height, width = info.input_size
+    if size is not None:
+        height, width = size
+    make = (lambda *shape: torch.randn(shape, device=device)) if random else (lambda *shape: torch.empty(shape, device=device))
+    if info.task == "salient-object-detection" and lead == [4]:
+        return make(batch, 3, height, width), make(batch, 1, height, width)
+    if info.task == "video-prediction":
+        return (make(batch, *lead, height, width),)
+    if info.task in ("object-detection", "instance-segmentation"):
+        return ([make(*lead, height, width) for _ in range(batch)],)
+    return (make(batch, *lead, height, width),)
 
 
 def _hub_info(repo: str, revision: str | None, cache_dir, local_files_only) -> tuple[ModelInfo, Path]:

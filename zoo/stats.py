@@ -97,27 +97,29 @@ def _custom_flop_formulas() -> dict[Any, Any]:
     return formulas
 
 
-def _forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+def _forward_flops(model: torch.nn.Module, inputs: tuple) -> int:
     counter = FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas())
     with torch.no_grad(), counter:
-        model(x)
+        model(*inputs)
     return int(counter.get_total_flops())
 
 
 def count_flops(info: ModelInfo) -> tuple[int, str]:
-    """FLOPs of one forward pass at ``(1, *info.input_size)``, and the device it ran on ("meta"/"cpu").
+    """FLOPs of one forward pass on :func:`zoo.factory.example_inputs` (batch 1 at ``input_size``), and
+    the device it ran on ("meta"/"cpu").
 
     Tries the meta device first; falls back to a CPU pass on a random input (batch 1) when the model
     cannot run on meta. Raises :class:`ZooError` naming the entry when neither works.
     """
-    size = (1, *info.input_size)
+    from zoo.factory import example_inputs
+
     try:
-        return _forward_flops(_build(info, "meta"), torch.empty(size, device="meta")), "meta"
+        return _forward_flops(_build(info, "meta"), example_inputs(info, device="meta", random=False)), "meta"
     except Exception as meta_exc:  # noqa: BLE001  (any failure on meta means: count on the CPU)
         meta_error = f"{type(meta_exc).__name__}: {meta_exc}"
     try:
-        generator = torch.Generator().manual_seed(0)
-        return _forward_flops(_build(info, "cpu"), torch.rand(size, generator=generator)), "cpu"
+        torch.manual_seed(0)
+        return _forward_flops(_build(info, "cpu"), example_inputs(info)), "cpu"
     except Exception as exc:  # noqa: BLE001
         raise ZooError(
             f"cannot count FLOPs of {info.name!r} at input_size {list(info.input_size)}: the forward pass "
