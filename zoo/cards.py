@@ -163,6 +163,15 @@ _USAGE["image-classification"] = (
     "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
     "top = model.postprocess(model(model.transforms(images)))  # {'scores', 'labels'}: top-k per image"
 )
+_USAGE["salient-object-detection"] = (
+    "rgb = read_image(\"image.jpg\").unsqueeze(0)                 # uint8, B x 3 x H x W\n"
+    "depth = read_image(\"depth.png\")[:1].unsqueeze(0) / 255.0    # B x 1 x H x W in [0, 1]\n"
+    "saliency = model.postprocess(model(*model.transforms(rgb, depth)), rgb.shape[-2:])  # B x H x W in [0, 1]"
+)
+_USAGE["video-prediction"] = (
+    "frames = torch.rand(1, 10, 1, 64, 64)                        # B x T x 1 x H x W in [0, 1]\n"
+    "future = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 10 x 1 x H x W"
+)
 _USAGE_DEFAULT = (
     "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
     "out = model.postprocess(model(x), images.shape[-2:])"

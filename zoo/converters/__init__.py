@@ -25,6 +25,8 @@ _BUILTIN = {
     "mmflow-flownet": "zoo.converters.mmflow_flownet",
     "fyu-drn": "zoo.converters.fyu_drn",
     "mmseg-dmnet": "zoo.converters.mmseg_dmnet",
+    "timm-efficientnet-cc": "zoo.converters.timm_efficientnet_cc",
+    "hdfnet": "zoo.converters.hdfnet",
 }
 _USER: dict[str, Converter] = {}
 

@@ -1,2 +1,15 @@
 """Model families composed from :mod:`zoo.ops`. Importing this package registers every constructor."""
-from zoo.models import cacnet, deeplab, dilation, dmnet, drn, flownet, resnet  # noqa: F401
+from zoo.models import (  # noqa: F401
+    cacnet,
+    deeplab,
+    dfn,
+    dilation,
+    dmnet,
+    drn,
+    dy_mobilenet,
+    dynamic_resnet,
+    efficientnet_cc,
+    flownet,
+    hdfnet,
+    resnet,
+)
