@@ -203,16 +203,69 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False, device: str
         except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
             raise WeightsError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}") from None
         return unwrap_checkpoint(obj, path)
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
-        return load_file(path, device=str(device))
-    except (SafetensorError, OSError, ValueError) as exc:
+        tensors = mmap_safetensors(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsError(
             f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it and "
             "download it again"
         ) from None
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return tensors
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file as views of one private (copy-on-write) memory map of the file.
+
+    Nothing is read until a tensor is used, so loading costs a header parse; writes never reach the
+    file. The header is validated against the file size (a truncated file is an error, not a short
+    tensor). Tensors whose offset is not aligned to their element size are copied.
+    """
+    import json
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file shorter than the 8-byte header length")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > size - 8:
+            raise ValueError(f"header length {header_len} exceeds the file size {size}")
+        header = json.loads(f.read(header_len))
+    header.pop("__metadata__", None)
+    base = 8 + header_len
+    end = max((int(spec["data_offsets"][1]) for spec in header.values()), default=0)
+    if base + end > size:
+        raise ValueError(f"tensor data needs {base + end} bytes, the file has {size}")
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    out = {}
+    for name, spec in header.items():
+        dtype = _SAFETENSORS_DTYPES[spec["dtype"]]
+        begin, stop = (int(v) for v in spec["data_offsets"])
+        shape = [int(v) for v in spec["shape"]]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        numel = 1
+        for dim in shape:
+            numel *= dim
+        if stop - begin != numel * itemsize:
+            raise ValueError(f"tensor {name!r}: {stop - begin} bytes for shape {shape} of {spec['dtype']}")
+        offset = base + begin
+        if offset % itemsize == 0:
+            out[name] = torch.empty(0, dtype=dtype).set_(storage, offset // itemsize, shape)
+        else:
+            raw = torch.empty(0, dtype=torch.uint8).set_(storage, offset, [stop - begin])
+            out[name] = raw.clone().view(dtype).reshape(shape)
+    return out
 
 
 def unwrap_checkpoint(obj: object, path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
