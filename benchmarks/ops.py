@@ -84,13 +84,30 @@ def run_isolated(module: str, index: int, impl: str, repeats: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def markdown_table(result: dict) -> str:
+    """The rows of a result JSON as a Markdown table (ratios against each case's baseline)."""
+    lines = ["| op | setting | implementation | ms | peak MB | speed-up | memory ratio |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        speed = next((f"{v:g}x vs {k[len('speedup_vs_'):]}" for k, v in r.items() if k.startswith("speedup_vs_")), "")
+        memory = next((f"{v:g}x" for k, v in r.items() if k.startswith("memory_ratio_vs_")), "")
+        ms = f"{r['ms']:.1f}" if "ms" in r else r.get("error", "")
+        peak = f"{r['peak_extra_mb']:.1f}" if "peak_extra_mb" in r else ""
+        lines.append(f"| {r['op']} | {r['setting']} | {r['impl']} | {ms} | {peak} | {speed} | {memory} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated op_cases modules")
     parser.add_argument("--repeats", type=int, default=0, help="override each case's repeats")
     parser.add_argument("--out", default=str(HERE / "results" / "ops.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--table", metavar="JSON", help="print a result file as a Markdown table and exit")
     args = parser.parse_args()
+
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
 
     if args.worker:
         module, index, impl = args.worker.split(":")
@@ -125,6 +142,7 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result))
 
 
 if __name__ == "__main__":
