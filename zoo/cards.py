@@ -172,6 +172,11 @@ _USAGE["video-prediction"] = (
     "frames = torch.rand(1, 10, 1, 64, 64)                        # B x T x 1 x H x W in [0, 1]\n"
     "future = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 10 x 1 x H x W"
 )
+_USAGE["object-detection"] = _USAGE["instance-segmentation"] = (
+    "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
+    "dets = model.postprocess(model(model.transforms(images)), images.shape[-2:])\n"
+    "# per image: boxes, scores, labels (COCO ids)[, masks] at the input size"
+)
 _USAGE_DEFAULT = (
     "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
     "out = model.postprocess(model(x), images.shape[-2:])"

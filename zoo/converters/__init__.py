@@ -27,6 +27,7 @@ _BUILTIN = {
     "mmseg-dmnet": "zoo.converters.mmseg_dmnet",
     "timm-efficientnet-cc": "zoo.converters.timm_efficientnet_cc",
     "hdfnet": "zoo.converters.hdfnet",
+    "mmdet-rcnn": "zoo.converters.mmdet_rcnn",
 }
 _USER: dict[str, Converter] = {}
 

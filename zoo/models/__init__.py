@@ -11,5 +11,6 @@ from zoo.models import (  # noqa: F401
     efficientnet_cc,
     flownet,
     hdfnet,
+    rcnn,
     resnet,
 )
