@@ -68,4 +68,5 @@ def test_zoo_create_downloads_registry_weights_through_olah(olah: OlahMirror, us
     loaded = zoo.create("test-small-segnet", pretrained=True, cache_dir=tmp_path / "cache")
     x = torch.randn(1, 3, 33, 41)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
