@@ -135,3 +135,23 @@ def test_predict_flow_writes_colour_png_and_flo(capsys, realdata, tmp_path):
     assert json.loads(printed)["max_flow_px"] >= 0
     code, _, err = run(capsys, "predict", "flownets", str(frames[0]), "--out", str(out), "--random-weights")
     assert code == 2 and "two frames" in err
+
+
+@pytest.mark.parametrize("name,files,key", [
+    ("faster-rcnn-r50-dcn", 1, "detections"),
+    ("drn-c-26", 1, "labels"),
+    ("hdfnet-vgg16", 2, "mean_saliency"),
+])
+def test_predict_other_tasks_write_a_picture(capsys, realdata, tmp_path, name, files, key):
+    from zoo.io import read_image
+
+    sod = realdata / "rgbd_sod_SSD"
+    rgb = sorted((sod / "RGB").iterdir())[0]
+    depth = sorted((sod / "depth").iterdir())[0]
+    inputs = [str(rgb), str(depth)][:files]
+    out = tmp_path / "pred.png"
+    extra = ["--arch-override", "min_size=96", "--arch-override", "max_size=128", "--score-threshold", "0"] if "rcnn" in name else []
+    code, printed, err = run(capsys, "predict", name, *inputs, "--random-weights", "--out", str(out), *extra)
+    assert code == 0, err
+    assert key in json.loads(printed) and out.is_file()
+    assert read_image(out).shape[-2:] == read_image(rgb).shape[-2:]

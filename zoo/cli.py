@@ -136,6 +136,9 @@ def _overrides(pairs: list[str] | None) -> dict:
     return out
 
 
+PREDICT_INPUTS = {"optical-flow": "two frames", "salient-object-detection": "an RGB image and its depth map"}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -146,34 +149,79 @@ def cmd_predict(args: argparse.Namespace) -> int:
     pretrained = not (args.checkpoint or args.random_weights)
     if pretrained and not info.pretrained and "." not in args.name:
         raise ZooError(f"{info.name!r} has no published weights; pass --checkpoint PATH, or --random-weights for a smoke run")
-    flow = info.task == "optical-flow"
-    if flow != (len(args.images) == 2) or len(args.images) not in (1, 2):
-        raise ZooError(f"{info.name} ({info.task}) takes {'two frames' if flow else 'one image'}, "
+    wanted = 2 if info.task in PREDICT_INPUTS else 1
+    if len(args.images) != wanted:
+        raise ZooError(f"{info.name} ({info.task}) takes {PREDICT_INPUTS.get(info.task, 'one image')}, "
                        f"got {len(args.images)} file(s)")
-    if info.task not in ("semantic-segmentation", "optical-flow"):
-        raise ZooError(f"zoo predict does not handle task {info.task!r} yet")
+    if info.task == "video-prediction":
+        raise ZooError("zoo predict does not handle video prediction; use the Python API (model card, Usage)")
     model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device,
                        **_overrides(args.arch_override))
-    images = torch.stack([read_image(p) for p in args.images]).to(args.device)       # (N, 3, H, W)
+    if info.task == "optical-flow":
+        images = torch.stack([read_image(p) for p in args.images]).to(args.device)    # (2, 3, H, W)
+    else:
+        images = read_image(args.images[0]).unsqueeze(0).to(args.device)               # (1, 3, H, W)
     with torch.inference_mode():
-        if flow:
-            from zoo.flow import flow_to_color, write_flo
-
-            pair = images.unsqueeze(0)                                               # (1, 2, 3, H, W)
-            result = model.postprocess(model(model.transforms(pair)), pair.shape[-2:])
-            picture = flow_to_color(result)[0]
-            if args.flo:
-                write_flo(result[0], args.flo)
-            summary = {"out": str(args.out), "flo": args.flo, "max_flow_px": round(float(result.norm(dim=1).max()), 3)}
-        else:
-            from zoo.visualize import blend, colourise_labels
-
-            labels = model.postprocess(model(model.transforms(images)), images.shape[-2:])
-            picture = blend(images, colourise_labels(labels), alpha=args.alpha)[0]
-            summary = {"out": str(args.out), "classes": torch.unique(labels).tolist()}
+        picture, summary = _PREDICTORS[info.task](model, images, args)
     write_png(picture.cpu(), args.out)
-    print(json.dumps(summary))
+    print(json.dumps({"out": str(args.out), **summary}))
     return 0
+
+
+def _predict_segmentation(model, images, args):
+    from zoo.visualize import blend, colourise_labels
+
+    labels = model.postprocess(model(model.transforms(images)), images.shape[-2:])
+    return blend(images, colourise_labels(labels), alpha=args.alpha)[0], {"classes": labels.unique().tolist()}
+
+
+def _predict_flow(model, frames, args):
+    from zoo.flow import flow_to_color, write_flo
+
+    pair = frames.unsqueeze(0)                                                       # (1, 2, 3, H, W)
+    flow = model.postprocess(model(model.transforms(pair)), pair.shape[-2:])
+    if args.flo:
+        write_flo(flow[0], args.flo)
+    return flow_to_color(flow)[0], {"flo": args.flo, "max_flow_px": round(float(flow.norm(dim=1).max()), 3)}
+
+
+def _predict_detection(model, images, args):
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    det = model.postprocess(model(model.transforms(images)), images.shape[-2:])[0]
+    keep = det["scores"] >= args.score_threshold
+    picture = images[0].cpu()
+    if "masks" in det and keep.any():
+        picture = draw_segmentation_masks(picture, det["masks"][keep].cpu().bool().reshape(-1, *picture.shape[-2:]), alpha=0.5)
+    if keep.any():
+        labels = [f"{int(c)}: {float(s):.2f}" for c, s in zip(det["labels"][keep], det["scores"][keep])]
+        picture = draw_bounding_boxes(picture, det["boxes"][keep].cpu(), labels=labels, width=2)
+    return picture, {"detections": int(keep.sum()), "labels": det["labels"][keep].tolist()}
+
+
+def _predict_classification(model, images, args):
+    top = model.postprocess(model(model.transforms(images)))
+    return images[0], {"labels": top["labels"][0].tolist(), "scores": [round(float(v), 4) for v in top["scores"][0]]}
+
+
+def _predict_saliency(model, images, args):
+    import torch
+
+    from zoo.io import read_image
+
+    depth = read_image(args.images[1])[:1].unsqueeze(0).to(images.device).float() / 255.0
+    saliency = model.postprocess(model(*model.transforms(images, depth)), images.shape[-2:])   # (1, H, W)
+    return (saliency[0] * 255).round().clamp(0, 255).to(torch.uint8), {"mean_saliency": round(float(saliency.mean()), 4)}
+
+
+_PREDICTORS = {
+    "semantic-segmentation": _predict_segmentation,
+    "optical-flow": _predict_flow,
+    "object-detection": _predict_detection,
+    "instance-segmentation": _predict_detection,
+    "image-classification": _predict_classification,
+    "salient-object-detection": _predict_saliency,
+}
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -240,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="run a model on an image (or two frames) and write a colour-coded PNG")
     s.add_argument("name")
-    s.add_argument("images", nargs="+", help="one image; two frames for optical flow")
+    s.add_argument("images", nargs="+", help="one image; two frames for optical flow; RGB + depth for RGB-D saliency")
     s.add_argument("--out", required=True)
     s.add_argument("--flo", help="optical flow: also write the flow as a .flo file")
     s.add_argument("--checkpoint")
@@ -249,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-weights", action="store_true", help="random init (smoke test only)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--alpha", type=float, default=0.5)
+    s.add_argument("--score-threshold", type=float, default=0.5, help="detection: boxes drawn above this score")
     s.set_defaults(fn=cmd_predict)
     return p
 
