@@ -33,14 +33,3 @@ def time_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
             fn()
             samples.append((time.perf_counter() - start) * 1e3)
     return statistics.median(samples)
-
-
-def peak_rss_delta_mb(fn: Callable[[], Any]) -> float:
-    """Peak resident memory added by one call of ``fn`` (MB), measured in a fresh process by the runner."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with torch.no_grad():
-        fn()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return max(after - before, 0) / 1024.0

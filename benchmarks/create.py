@@ -12,10 +12,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,20 +22,12 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
+from _bench import time_ms  # noqa: E402
 from zoo import weights as W  # noqa: E402
 from zoo.factory import build_model  # noqa: E402
 from zoo.registry import thaw  # noqa: E402
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -77,8 +67,8 @@ def main() -> None:
             model.load_state_dict(load_file(str(path)))
             return model.eval()
 
-        zoo_ms = _median_ms(lambda: zoo.create(name, pretrained=True), args.repeats)
-        base_ms = _median_ms(baseline, args.repeats)
+        zoo_ms = time_ms(lambda: zoo.create(name, pretrained=True), args.repeats)
+        base_ms = time_ms(baseline, args.repeats)
         size = path.stat().st_size
 
     result = {
