@@ -88,7 +88,7 @@ def test_presets():
 
 
 def test_pipeline_on_real_rgbd_samples(realdata):
-    from torchvision.io import ImageReadMode, read_image
+    from zoo.io import read_image
 
     from zoo.models.hdfnet import hdfnet
 
@@ -100,9 +100,9 @@ def test_pipeline_on_real_rgbd_samples(realdata):
     transforms, post = RGBDSaliencyTransforms(size=64), SaliencyPostprocess()  # small for CPU tests
     metrics = SaliencyMetrics()
     for name in names:
-        rgb = read_image(str(root / "RGB" / f"{name}.jpg"), ImageReadMode.RGB)[None]
-        depth = read_image(str(root / "depth" / f"{name}.png"), ImageReadMode.GRAY)[None]
-        gt = read_image(str(root / "GT" / f"{name}.png"), ImageReadMode.GRAY)[0]
+        rgb = read_image(root / "RGB" / f"{name}.jpg")[None]
+        depth = read_image(root / "depth" / f"{name}.png")[:1][None]
+        gt = read_image(root / "GT" / f"{name}.png")[0]
         if depth.shape[-2:] != rgb.shape[-2:]:  # as the reference loader: depth resized to the image
             depth = torch.nn.functional.interpolate(depth.float(), size=rgb.shape[-2:], mode="bilinear") / 255
         x, d = transforms(rgb, depth)
