@@ -181,24 +181,21 @@ def lsdfn(
     acc_dtype = torch.promote_types(dtype, torch.float32)
     pad = r * g + half
 
-    # Channels-last padded features and a zero-copy view of every H x W window:
-    # windows[b, oy, ox, y, x, u] = Fp[u, oy + y, ox + x].
+    # Channels-last padded features; weights[b, y, x, ab, t] of every sample (and tap, for
+    # position attention read at the sample) -- see _WindowSum.
     fp = nnf.pad(features, (pad, pad, pad, pad)).permute(0, 2, 3, 1).contiguous()
-    windows = fp.unfold(1, h, 1).unfold(2, w, 1).permute(0, 1, 2, 4, 5, 3)
     sample_w = (sample_attention + 1).permute(0, 2, 3, 1)                   # (B, H, W, S)
     if position_attention_at == "sample":
         pos_p = (nnf.pad(position_attention, (r * g,) * 4) + 1).permute(0, 2, 3, 1)  # (B, H+2rg, W+2rg, K)
-
-    # G[b, y, x, i, j, u] = sum_ab w_ab * F[u, (y, x) + d_ab + o_ij]
-    acc = features.new_zeros((b, h, w, k, k, c), dtype=acc_dtype)
-    for a in range(s):
-        for bb in range(s):
-            taps = windows[:, a * g: a * g + k, bb * g: bb * g + k].permute(0, 3, 4, 1, 2, 5)  # (B,H,W,k,k,C)
-            wt = sample_w[..., a * s + bb].view(b, h, w, 1, 1, 1)
-            if position_attention_at == "sample":
-                wt = wt * pos_p[:, a * g: a * g + h, bb * g: bb * g + w].reshape(b, h, w, k, k, 1)
-            acc.addcmul_(wt, taps)
-    gathered = acc.to(dtype).view(b, h, w, kk, c)                            # (B, H, W, K, C)
+        weights = torch.stack([pos_p[:, a * g: a * g + h, bb * g: bb * g + w] for a in range(s) for bb in range(s)], 3)
+        weights = weights * sample_w.unsqueeze(-1)                           # (B, H, W, S, K)
+    else:
+        weights = sample_w.unsqueeze(-1)                                     # (B, H, W, S, 1)
+    if torch.is_grad_enabled() and (fp.requires_grad or weights.requires_grad):
+        acc = _WindowSum.apply(fp, weights, s, k, g, h, w)
+    else:
+        acc = _window_sum(fp, weights, s, k, g, h, w)
+    gathered = acc.to(dtype)                                                 # (B, H, W, K, C)
 
     # Channel mixing with U per position (one batched C' x C by C x K matmul; free of copies when u
     # is channels-last in memory, as LSDFN produces it), then V (and A) over taps, plus the 1/C
@@ -213,6 +210,76 @@ def lsdfn(
         residual = residual * pos[..., half * k + half: half * k + half + 1]
     out = (z * vt).sum(-1) + residual                                        # (B, H, W, C')
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _windows(fp: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Zero-copy view windows[b, oy, ox, y, x, u] = fp[b, oy + y, ox + x, u] of every H x W window."""
+    return fp.unfold(1, h, 1).unfold(2, w, 1).permute(0, 1, 2, 4, 5, 3)
+
+
+def _window_sum(fp: torch.Tensor, weights: torch.Tensor, s: int, k: int, g: int, h: int, w: int) -> torch.Tensor:
+    """G[b, y, x, t, u] = sum_ab weights[b, y, x, ab, t or 0] * fp[b, y + a*g + i, x + bb*g + j, u].
+
+    fp (B, H + (s-1)g + k-1, W + (s-1)g + k-1, C) channels-last padded features; weights
+    (B, H, W, s*s, k*k or 1); result (B, H, W, k*k, C) in at least float32.
+    """
+    b, c = fp.shape[0], fp.shape[-1]
+    side = k if weights.shape[-1] > 1 else 1
+    windows = _windows(fp, h, w)
+    acc = fp.new_zeros((b, h, w, k, k, c), dtype=torch.promote_types(fp.dtype, torch.float32))
+    for a in range(s):
+        for bb in range(s):
+            taps = windows[:, a * g: a * g + k, bb * g: bb * g + k].permute(0, 3, 4, 1, 2, 5)  # (B,H,W,k,k,C)
+            acc.addcmul_(weights[:, :, :, a * s + bb].view(b, h, w, side, side, 1), taps)
+    return acc.view(b, h, w, k * k, c)
+
+
+class _WindowSum(torch.autograd.Function):
+    """:func:`_window_sum` with a hand-written backward.
+
+    Autograd through the overlapping window view would materialise a zero tensor of the whole
+    (2p+1)^2 x H x W x C view for every one of the s*s slices (tens of seconds per step at FlowNet
+    sizes); here the input gradient is accumulated in a (H + (s-1)g, W + (s-1)g, k*k, C) buffer by
+    plain slice additions and folded onto the padded input once per tap.
+    """
+
+    @staticmethod
+    def forward(ctx, fp: torch.Tensor, weights: torch.Tensor, s: int, k: int, g: int, h: int, w: int) -> torch.Tensor:
+        ctx.save_for_backward(fp, weights)
+        ctx.sizes = (s, k, g, h, w)
+        return _window_sum(fp, weights, s, k, g, h, w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        fp, weights = ctx.saved_tensors
+        s, k, g, h, w = ctx.sizes
+        b, c = fp.shape[0], fp.shape[-1]
+        side = k if weights.shape[-1] > 1 else 1
+        grad = grad.view(b, h, w, k, k, c)
+        windows = _windows(fp, h, w)
+        hs, ws = h + (s - 1) * g, w + (s - 1) * g
+        grad_taps = grad.new_zeros((b, hs, ws, k, k, c)) if ctx.needs_input_grad[0] else None
+        grad_weights = grad.new_empty(weights.shape) if ctx.needs_input_grad[1] else None
+        for a in range(s):
+            for bb in range(s):
+                wt = weights[:, :, :, a * s + bb].view(b, h, w, side, side, 1)
+                if grad_taps is not None:
+                    grad_taps[:, a * g: a * g + h, bb * g: bb * g + w].addcmul_(grad, wt)
+                if grad_weights is not None:
+                    taps = windows[:, a * g: a * g + k, bb * g: bb * g + k].permute(0, 3, 4, 1, 2, 5)
+                    prod = (grad * taps).sum(-1).view(b, h, w, k * k)
+                    grad_weights[:, :, :, a * s + bb] = prod if side > 1 else prod.sum(-1, keepdim=True)
+        grad_fp = None
+        if grad_taps is not None:
+            grad_fp = grad.new_zeros(fp.shape)
+            for i in range(k):
+                for j in range(k):
+                    grad_fp[:, i: i + hs, j: j + ws] += grad_taps[:, :, :, i, j]
+            grad_fp = grad_fp.to(fp.dtype)
+        if grad_weights is not None:
+            grad_weights = grad_weights.to(weights.dtype)
+        return grad_fp, grad_weights, None, None, None, None, None
 
 
 class LSDFN(nn.Module):
