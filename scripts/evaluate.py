@@ -3,6 +3,10 @@
 
     python scripts/evaluate.py --data flyingchairs:../shared/realdata/flyingchairs/data \
         --model flownets --arch-override width=0.25 --checkpoint runs/fs/model.safetensors --out eval.json
+    python scripts/evaluate.py --data coco:/data/coco@instances_val2017.json --model mask-rcnn-r50-dcn \
+        --pretrained default --out coco.json                      # box / mask AP (needs pycocotools)
+    python scripts/evaluate.py --data rgbd-sod:/data/RGBD_SOD/SSD --model hdfnet-vgg16 --out sod.json
+    python scripts/evaluate.py --data imagefolder:/data/imagenet/val --model drn-c-26 --out top1.json
 """
 import sys
 from pathlib import Path

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from zoo.data import FlyingShapes, Shapes
-from zoo.evaluation import evaluate_flow, evaluate_segmentation, main, parse_overrides
+from zoo.evaluation import evaluate, evaluate_flow, evaluate_segmentation, main, parse_overrides
 
 
 class _Oracle(nn.Module):
@@ -72,3 +72,14 @@ def test_parse_overrides():
         "width": 0.25, "batch_norm": True, "lsdfn": {"out_channels": 24}}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["width"])
+
+
+def test_dispatch_errors(tmp_path):
+    ds = Shapes(length=1, size=(8, 8), seed=0, textures="procedural")
+    for task in ("semantic-segmentation", "object-detection", "salient-object-detection", "image-classification"):
+        with pytest.raises(ValueError, match="needs a model"):
+            evaluate(None, ds, task)
+    with pytest.raises(ValueError, match="no evaluation for task"):
+        evaluate(_Oracle([]), ds, "video-prediction")
+    with pytest.raises(SystemExit, match="--model is required"):
+        main(["--data", "shapes:1", "--size", "8", "8"])

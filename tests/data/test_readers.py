@@ -1,11 +1,15 @@
-"""Readers of the real layouts: FlyingChairs (both namings), Middlebury, PASCAL VOC."""
+"""Readers of the real layouts: FlyingChairs (both namings), Middlebury, PASCAL VOC, COCO instances
+(RGB-D SOD and ImageFolder: tests/test_evaluation_saliency.py, tests/test_evaluation_classification.py)."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from PIL import Image
 
-from zoo.data import FlyingChairs, Middlebury, VOCSegmentation, dataset_from_spec
+from zoo.data import CocoDetection, FlyingChairs, Middlebury, VOCSegmentation, dataset_from_spec
+from zoo.errors import InputError
 from zoo.data.readers import decode_voc_rgb, voc_colormap
 from zoo.flow import epe, write_flo
 from zoo.io import write_png
@@ -118,3 +122,84 @@ def test_dataset_spec_errors():
         dataset_from_spec("kitti:/x")
     with pytest.raises(ValueError, match="give a folder"):
         dataset_from_spec("voc:")
+
+
+def _coco(root, images, split="val2017"):
+    """COCO layout: annotations/instances_<split>.json and images/<split>/<file>; images = [(id, h, w, on_disk)]."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "images" / split).mkdir(parents=True)
+    data = {"images": [], "annotations": [], "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}]}
+    for image_id, h, w, on_disk in images:
+        name = f"{image_id:012d}.jpg"
+        data["images"].append({"id": image_id, "file_name": name, "height": h, "width": w})
+        if on_disk:
+            Image.new("RGB", (w, h), (1, 2, 3)).save(root / "images" / split / name)
+        data["annotations"].append({"id": 10 * image_id, "image_id": image_id, "category_id": 18, "iscrowd": 0,
+                                    "bbox": [1.5, 2.0, 3.0, 4.25], "area": 12.75,
+                                    "segmentation": [[1.5, 2, 4.5, 2, 4.5, 6.25]]})
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return root
+
+
+def test_coco_layout(tmp_path):
+    root = _coco(tmp_path / "coco", [(7, 10, 12, True), (3, 8, 9, True)])
+    ds = dataset_from_spec(f"coco:{root}")          # the single annotations/instances_*.json
+    assert ds.image_ids == [3, 7] and ds.image_dir == root / "images" / "val2017" and ds.categories[18] == "dog"
+    s = ds[0]
+    assert s["id"] == "3" and s["image_id"] == 3 and s["image"].shape == (3, 8, 9)
+    torch.testing.assert_close(s["boxes"], torch.tensor([[1.5, 2.0, 4.5, 6.25]]))
+    assert s["labels"].tolist() == [18] and s["iscrowd"].tolist() == [False]
+    assert ds.annotations_of(7)[0]["id"] == 70
+    assert dataset_from_spec(f"coco:{root}@instances_val2017.json").image_ids == [3, 7]
+    assert CocoDetection(root, root / "annotations" / "instances_val2017.json").image_ids == [3, 7]
+    with pytest.raises(FileNotFoundError, match="not found"):
+        dataset_from_spec(f"coco:{root}@instances_train2017.json")
+
+
+def test_coco_missing_images_and_errors(tmp_path):
+    root = _coco(tmp_path / "coco", [(1, 8, 8, False), (2, 8, 8, True), (3, 6, 8, True)])
+    with pytest.raises(FileNotFoundError, match="1 of the 3 images"):
+        CocoDetection(root)
+    ds = CocoDetection(root, skip_missing=True)
+    assert ds.image_ids == [2, 3] and len(ds) == 2
+    (root / "images" / "val2017" / "000000000003.jpg").unlink()
+    Image.new("RGB", (8, 8)).save(root / "images" / "val2017" / "000000000003.jpg")   # 8 x 8, json says 6 x 8
+    with pytest.raises(InputError, match="annotations say"):
+        ds[1]
+    (root / "annotations" / "instances_train2017.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="expected one"):
+        CocoDetection(root)
+    with pytest.raises(InputError, match="not a COCO instances file"):
+        CocoDetection(root, "instances_train2017.json")
+
+
+def test_coco_real(realdata):
+    root = realdata / "coco128_subset"
+    ds = dataset_from_spec(f"coco:{root}@instances_subset8.json")
+    assert len(ds) == 8 and len(ds.categories) == 80 and ds.image_dir.name == "train2017"
+    assert sum(len(ds.annotations_of(i)) for i in ds.image_ids) == 109
+    with pytest.raises(FileNotFoundError, match="120 of the 128 images"):
+        dataset_from_spec(f"coco:{root}@instances_train2017_coco128_full.json")
+    full = CocoDetection(root, "instances_train2017_coco128_full.json", skip_missing=True)
+    assert full.image_ids == ds.image_ids
+
+
+def test_rgbd_sod_real(realdata):
+    ds = dataset_from_spec(f"rgbd-sod:{realdata / 'rgbd_sod_SSD'}")
+    assert [i[0] for i in ds.items] == ["histrory10301", "histrory10401", "histrory10501"]
+    s = ds[0]
+    assert s["image"].shape == (3, 1080, 960) and s["depth"].shape == (1, 1080, 960) and s["mask"].shape == (1080, 960)
+    assert 0 < float(s["mask"].float().mean()) < 1 and 0 <= float(s["depth"].min()) and float(s["depth"].max()) <= 1
+
+
+def test_rgbd_sod_16bit_depth(tmp_path):
+    from zoo.data import RGBDSaliency
+
+    for d in ("Image", "Depth", "Mask"):   # HDFNet's folder names
+        (tmp_path / d).mkdir()
+    Image.new("RGB", (6, 4)).save(tmp_path / "Image" / "a.jpg")
+    Image.new("I;16", (6, 4), 13107).save(tmp_path / "Depth" / "a.png")
+    Image.new("L", (6, 4), 200).save(tmp_path / "Mask" / "a.png")
+    s = RGBDSaliency(tmp_path)[0]
+    torch.testing.assert_close(s["depth"], torch.full((1, 4, 6), 0.2))
+    assert bool(s["mask"].all())

@@ -2,19 +2,23 @@
 
 - :class:`FlyingShapes` (optical flow, FlyingChairs-like pairs with exact flow) and :class:`Shapes`
   (semantic segmentation): seeded, deterministic per (seed, index), vectorised for streaming.
-- :class:`FlyingChairs`, :class:`Middlebury`, :class:`VOCSegmentation`: readers of the real layouts.
+- :class:`FlyingChairs`, :class:`Middlebury`, :class:`VOCSegmentation`, :class:`CocoDetection`,
+  :class:`RGBDSaliency`, :class:`ImageFolder`: readers of the real layouts.
 - :func:`texture_pool`: photo textures (scikit-image, ``pip install dynzoo[train]``) or procedural ones.
 
 Samples are dicts: flow datasets give ``image1``, ``image2`` (3, H, W) float in [0, 1], ``flow``
 (2, H, W) pixels and ``valid`` (H, W) bool; segmentation datasets give ``image`` and ``label`` (H, W)
-int64 with 255 = ignore.
+int64 with 255 = ignore; COCO samples give ``image``, ``boxes`` (x1y1x2y2), ``labels`` (category ids);
+RGB-D saliency samples ``image``, ``depth`` (1, H, W) in [0, 1] and ``mask`` (H, W) bool; image-folder
+samples ``image`` and ``label`` (int).
 """
 from zoo.data.flying_shapes import FlyingShapes
-from zoo.data.readers import FlyingChairs, Middlebury, VOCSegmentation
+from zoo.data.readers import CocoDetection, FlyingChairs, ImageFolder, Middlebury, RGBDSaliency, VOCSegmentation
 from zoo.data.shapes import Shapes
 from zoo.data.textures import texture_pool
 
-__all__ = ["FlyingShapes", "Shapes", "FlyingChairs", "Middlebury", "VOCSegmentation", "texture_pool"]
+__all__ = ["FlyingShapes", "Shapes", "FlyingChairs", "Middlebury", "VOCSegmentation", "CocoDetection", "RGBDSaliency",
+           "ImageFolder", "texture_pool"]
 
 
 def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: int = 0,
@@ -22,9 +26,11 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     """A dataset from a command-line spec.
 
     ``flying-shapes[:N]`` / ``shapes[:N]`` (procedural, N samples, default 1e9 / 10000; ``size`` (H, W)
-    and ``seed`` apply), ``flyingchairs:PATH``, ``middlebury:PATH``, ``voc:PATH``; a real-data spec
-    may end in ``@SPLIT`` (``voc:PATH@train``, ``flyingchairs:PATH@val``, ``@all`` for every item of a
-    folder without a split file), else ``split`` is used.
+    and ``seed`` apply), ``flyingchairs:PATH``, ``middlebury:PATH``, ``voc:PATH``, ``coco:PATH``,
+    ``rgbd-sod:PATH``, ``imagefolder:PATH``; a real-data spec may end in ``@SPLIT`` (``voc:PATH@train``,
+    ``flyingchairs:PATH@val``, ``@all`` for every item of a folder without a split file), else ``split``
+    is used; for ``coco`` the part after ``@`` is the annotation json (``coco:PATH@instances_val2017.json``,
+    a file name under ``PATH/annotations`` or a path), by default the single ``annotations/instances_*.json``.
     """
     kind, _, rest = spec.partition(":")
     if kind in ("flying-shapes", "shapes"):
@@ -34,8 +40,8 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
             kwargs["size"] = tuple(size)
         length = int(float(rest)) if rest else (10**9 if kind == "flying-shapes" else 10000)
         return cls(length=length, **kwargs)
-    path, at, part = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    part = None if part == "all" else (part or split)
+    path, at, given = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    part = None if given == "all" else (given or split)
     if not path:
         raise ValueError(f"dataset spec {spec!r}: give a folder, e.g. '{kind}:/data/{kind}'")
     if kind == "flyingchairs":
@@ -44,8 +50,17 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
         return Middlebury(path)
     if kind == "voc":
         return VOCSegmentation(path, split=part)
+    if kind == "coco":
+        return CocoDetection(path, annotations=given or None)
+    if kind in ("rgbd-sod", "imagefolder") and given:
+        raise ValueError(f"dataset spec {spec!r}: {kind} takes a folder without @SPLIT")
+    if kind == "rgbd-sod":
+        return RGBDSaliency(path)
+    if kind == "imagefolder":
+        return ImageFolder(path)
     raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], flyingchairs:PATH, "
-                     "middlebury:PATH or voc:PATH[@split]")
+                     "middlebury:PATH, voc:PATH[@split], coco:PATH[@annotations.json], rgbd-sod:PATH or "
+                     "imagefolder:PATH")
 
 
 __all__.append("dataset_from_spec")

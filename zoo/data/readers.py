@@ -16,9 +16,20 @@ finite); labels are (H, W) int64 with 255 = ignore. Each sample also carries ``"
   the palette index is the class, 255 = boundary / ignore), ids from
   ``ImageSets/Segmentation/<split>.txt`` or every mask present. ``root`` may be the ``VOC2012`` folder
   or a ``VOCdevkit`` holding it. RGB masks (colour-coded with the VOC palette) are decoded too.
+- :class:`CocoDetection`: a COCO-layout folder, ``annotations/instances_<split>.json`` (the official
+  instance format) and the images under ``images/<split>/``, ``<split>/``, ``images/`` or the root.
+  Samples carry the image and its boxes (x1y1x2y2 pixels, from COCO's xywh), category ids and crowd
+  flags; masks are not decoded here (polygons need pycocotools, which :mod:`zoo.evaluation` uses).
+- :class:`RGBDSaliency`: RGB-D salient object detection benchmarks (SSD, NJU2K, NLPR, STERE, ... as
+  released with D3Net / HDFNet): ``RGB/`` (or ``Image/``) ``<id>.jpg``, ``depth/`` (or ``Depth/``)
+  ``<id>.png`` (8-bit, or 16-bit scaled by 1/65535) and ``GT/`` (or ``Mask/``) ``<id>.png`` binarised
+  at 128. A depth map of another size is resized bilinearly to the image (as HDFNet's loader).
+- :class:`ImageFolder`: ``root/<class name>/<image>``, classes indexed in sorted name order
+  (torchvision's ``ImageFolder`` convention, which for ImageNet's wnid folders is the standard order).
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -29,7 +40,10 @@ from zoo.errors import InputError
 from zoo.flow import read_flo, valid_flow_mask
 from zoo.io import read_image
 
-__all__ = ["FlyingChairs", "Middlebury", "VOCSegmentation", "voc_colormap", "decode_voc_rgb", "read_label_png"]
+__all__ = ["FlyingChairs", "Middlebury", "VOCSegmentation", "CocoDetection", "RGBDSaliency", "ImageFolder",
+           "voc_colormap", "decode_voc_rgb", "read_label_png", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _rgb(path: Path) -> torch.Tensor:
@@ -199,3 +213,206 @@ class VOCSegmentation(Dataset):
         if image.shape[-2:] != label.shape:
             raise InputError(f"VOC sample {id_}: image {tuple(image.shape)} and mask {tuple(label.shape)} differ in size")
         return {"id": id_, "image": image, "label": label}
+
+
+# ------------------------------------------------------------------------------------ COCO
+class CocoDetection(Dataset):
+    """COCO instances: an official-format annotation json and the images it lists.
+
+    ``root``: the COCO folder. ``annotations``: the json (a path, or a file name under
+    ``root/annotations/`` or ``root``); by default the single ``root/annotations/instances_*.json``.
+    ``images``: the image folder; by default the first of ``images/<split>``, ``<split>``, ``images``,
+    ``root`` (``<split>`` from ``instances_<split>.json``) or any sub-folder of ``root`` / ``images``
+    that holds one of the listed images. Images listed in the json but absent on disk are an error
+    unless ``skip_missing=True`` (then only the present ones are samples).
+
+    Samples: ``{"id": str(image_id), "image_id": int, "image": (3, H, W) float in [0, 1],
+    "boxes": (N, 4) float32 x1y1x2y2 pixels, "labels": (N,) int64 category ids, "iscrowd": (N,) bool}``
+    in increasing image id order. ``annotation_file``, ``image_ids``, ``categories`` (id -> name) and
+    :meth:`annotations_of` (the raw annotation dicts of an image) are there for the evaluation.
+    """
+
+    def __init__(self, root: str | Path, annotations: str | Path | None = None, images: str | Path | None = None,
+                 skip_missing: bool = False) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"COCO folder {self.root} does not exist")
+        self.annotation_file = self._find_annotations(annotations)
+        data = json.loads(self.annotation_file.read_text())
+        missing_keys = {"images", "annotations", "categories"} - set(data)
+        if missing_keys:
+            raise InputError(f"{self.annotation_file} is not a COCO instances file: it lacks {sorted(missing_keys)}")
+        self.categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        infos = sorted(data["images"], key=lambda im: int(im["id"]))
+        if not infos:
+            raise InputError(f"{self.annotation_file} lists no images")
+        self.image_dir = self._find_images(images, {im["file_name"] for im in infos})
+        self._anns: dict[int, list[dict]] = {int(im["id"]): [] for im in infos}
+        for ann in data["annotations"]:
+            if int(ann["image_id"]) in self._anns:
+                self._anns[int(ann["image_id"])].append(ann)
+        present = [im for im in infos if (self.image_dir / im["file_name"]).is_file()]
+        if len(present) < len(infos) and not skip_missing:
+            absent = [im["file_name"] for im in infos if not (self.image_dir / im["file_name"]).is_file()]
+            raise FileNotFoundError(f"{len(absent)} of the {len(infos)} images of {self.annotation_file.name} are "
+                                    f"not in {self.image_dir} (e.g. {absent[0]}); use the annotation file of the "
+                                    "images you have, or skip_missing=True")
+        if not present:
+            raise FileNotFoundError(f"none of the images of {self.annotation_file.name} is in {self.image_dir}")
+        self.infos = present
+        self.image_ids = [int(im["id"]) for im in present]
+
+    def _find_annotations(self, annotations: str | Path | None) -> Path:
+        folder = self.root / "annotations"
+        if annotations is None:
+            found = sorted(folder.glob("instances_*.json")) if folder.is_dir() else []
+            if len(found) != 1:
+                where = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+                raise FileNotFoundError(f"COCO folder {self.root}: expected one annotations/instances_*.json, found "
+                                        f"{where or 'none'}; name the file (coco:PATH@instances_val2017.json)")
+            return found[0]
+        for candidate in (Path(annotations), folder / str(annotations), self.root / str(annotations)):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"COCO annotations {annotations!s} not found as a path, in {folder} or in {self.root}")
+
+    def _find_images(self, images: str | Path | None, names: set[str]) -> Path:
+        if images is not None:
+            folder = Path(images) if Path(images).is_dir() else self.root / str(images)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"COCO image folder {images!s} does not exist")
+            return folder
+        m = re.match(r"^instances_(.+)\.json$", self.annotation_file.name)
+        candidates = [self.root / "images" / m.group(1), self.root / m.group(1)] if m else []
+        candidates += [self.root / "images", self.root]
+        for parent in (self.root / "images", self.root):
+            if parent.is_dir():
+                candidates += sorted(p for p in parent.iterdir() if p.is_dir())
+        for candidate in candidates:
+            if candidate.is_dir() and not names.isdisjoint(p.name for p in candidate.iterdir()):
+                return candidate
+        raise FileNotFoundError(f"COCO folder {self.root}: no folder holds any image of {self.annotation_file.name} "
+                                f"(e.g. {min(names)}; looked in images/<split>, <split>, images/, the root and their "
+                                "sub-folders)")
+
+    def annotations_of(self, image_id: int) -> list[dict]:
+        """The raw COCO annotation dicts of ``image_id`` (as in the json)."""
+        return self._anns[int(image_id)]
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __getitem__(self, index: int) -> dict:
+        info = self.infos[index]
+        image_id = int(info["id"])
+        image = _rgb(self.image_dir / info["file_name"])
+        if "height" in info and tuple(image.shape[-2:]) != (int(info["height"]), int(info["width"])):
+            raise InputError(f"COCO image {info['file_name']} is {tuple(image.shape[-2:])}, the annotations say "
+                             f"{(info['height'], info['width'])}")
+        anns = self._anns[image_id]
+        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).view(-1, 4)
+        boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1).float()
+        return {"id": str(image_id), "image_id": image_id, "image": image, "boxes": boxes,
+                "labels": torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.int64),
+                "iscrowd": torch.tensor([bool(a.get("iscrowd", 0)) for a in anns], dtype=torch.bool)}
+
+
+# ------------------------------------------------------------------------------------ RGB-D SOD
+def _one_of(root: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise FileNotFoundError(f"RGB-D saliency folder {root} has no {what} folder ({' / '.join(names)})")
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+
+
+def _read_depth(path: Path) -> torch.Tensor:
+    """A depth map as (1, H, W) float in [0, 1]: 8-bit / 1 / 255, 16-bit / 1 / 65535, RGB via its first channel."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            wide = im.convert("I")  # 32-bit signed, native byte order
+            data = torch.frombuffer(bytearray(wide.tobytes()), dtype=torch.int32).view(wide.height, wide.width)
+            return (data.float() / 65535.0).clamp_(0, 1)[None]
+        grey = im if im.mode == "L" else im.convert("RGB").getchannel(0)
+        data = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8).view(grey.height, grey.width)
+        return data.float().div_(255.0)[None]
+
+
+class RGBDSaliency(Dataset):
+    """An RGB-D salient object detection test set (see the module docstring for the layout).
+
+    Samples: ``{"id", "image": (3, H, W) float in [0, 1], "depth": (1, H, W) float in [0, 1] (resized
+    bilinearly to the image when its size differs), "mask": (H', W') bool ground truth}``; the GT keeps
+    its own size (the metrics are computed at the GT resolution). Ids are the file stems present in all
+    three folders, sorted.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"RGB-D saliency folder {self.root} does not exist")
+        rgb = _by_stem(_one_of(self.root, ("RGB", "Image", "image", "rgb"), "RGB"))
+        depth = _by_stem(_one_of(self.root, ("depth", "Depth"), "depth"))
+        gt = _by_stem(_one_of(self.root, ("GT", "Mask", "mask", "gt"), "GT"))
+        ids = sorted(set(rgb) & set(depth) & set(gt))
+        if not ids:
+            raise FileNotFoundError(f"no sample of {self.root} has an RGB image, a depth map and a GT mask "
+                                    f"({len(rgb)}, {len(depth)} and {len(gt)} files)")
+        self.items = [(i, rgb[i], depth[i], gt[i]) for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        id_, rgb_path, depth_path, gt_path = self.items[index]
+        image, depth = _rgb(rgb_path), _read_depth(depth_path)
+        if depth.shape[-2:] != image.shape[-2:]:
+            depth = torch.nn.functional.interpolate(depth[None], size=image.shape[-2:], mode="bilinear",
+                                                    align_corners=False)[0]
+        mask = read_image(gt_path)[0] >= 128
+        return {"id": id_, "image": image, "depth": depth, "mask": mask}
+
+
+# ------------------------------------------------------------------------------------ classification
+class ImageFolder(Dataset):
+    """Images in ``root/<class name>/`` (files with :data:`IMAGE_EXTENSIONS`, any depth below the class
+    folder); ``classes`` sorted by name and ``label`` = index in that order.
+
+    Samples: ``{"id": "<class>/<relative path>", "image": (3, H, W) float in [0, 1], "label": int}``.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist")
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self.classes:
+            raise FileNotFoundError(f"image folder {self.root} has no class sub-folders "
+                                    "(expected root/<class>/<image>)")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.items: list[tuple[str, Path, int]] = []
+        empty = []
+        for c in self.classes:
+            files = sorted(p for p in (self.root / c).rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                empty.append(c)
+            self.items += [(f"{c}/{p.relative_to(self.root / c).as_posix()}", p, self.class_to_idx[c]) for p in files]
+        if empty:
+            raise FileNotFoundError(f"image folder {self.root}: class folders without images: {empty[:5]}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        id_, path, label = self.items[index]
+        return {"id": id_, "image": _rgb(path), "label": label}
