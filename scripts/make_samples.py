@@ -1,9 +1,9 @@
-"""Regenerate the sample frame pair shipped in zoo/samples (needs scikit-image: pip install dynzoo[train])."""
+"""Regenerate the sample frame pair and segmentation scene shipped in zoo/samples (needs scikit-image: pip install dynzoo[train])."""
 from pathlib import Path
 
 import torch
 
-from zoo.data import FlyingShapes
+from zoo.data import FlyingShapes, Shapes
 from zoo.flow import write_flo
 from zoo.io import write_png
 
@@ -13,4 +13,7 @@ if __name__ == "__main__":
     for i in (1, 2):
         write_png((sample[f"image{i}"] * 255).round().clamp(0, 255).to(torch.uint8), out / f"flying_shapes_{i}.png")
     write_flo(sample["flow"], out / "flying_shapes_flow.flo")
+    scene = Shapes(size=(128, 128), seed=20261122, textures="skimage")[3]
+    write_png((scene["image"] * 255).round().clamp(0, 255).to(torch.uint8), out / "shapes.png")
+    write_png(scene["label"].to(torch.uint8).unsqueeze(0), out / "shapes_label.png")
     print("wrote", out)

@@ -1,7 +1,9 @@
 """Weights in the package's bundled store: every one re-checked against its reference tensors, so that
-silent drift in an operator is caught; and the store round trip (publish --store -> create) itself."""
+silent drift in an operator is caught; every registered metric of a bundled weight re-measured with the
+command recorded in its ``measured`` field; and the store round trip (publish --store -> create) itself."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,35 @@ def check_against_reference(name: str, tag: str, weights_dir: Path) -> None:
 def test_bundled_weights_reproduce_their_reference_outputs(name, tag):
     w = zoo.model_info(name).weights[tag]
     check_against_reference(name, tag, W.BUNDLED_STORE / w.repo / w.revision)
+
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+BUNDLED_METRICS = [pytest.param(name, tag, m, id=f"{name}.{tag}-{m.dataset}-{m.metric}")
+                   for name, tag in BUNDLED for m in zoo.model_info(name).weights[tag].metrics]
+
+
+def evaluate_command(measured: str) -> list[str]:
+    """The argv of ``scripts/evaluate.py`` from a metric's ``measured`` field."""
+    argv = shlex.split(measured)
+    if len(argv) < 2 or not argv[1].endswith("scripts/evaluate.py"):
+        raise ValueError(f"metric 'measured' must be the scripts/evaluate.py command that produced it, got {measured!r}")
+    return argv[2:]
+
+
+@pytest.mark.parametrize("name,tag,metric", BUNDLED_METRICS)
+def test_bundled_metrics_are_reproduced_by_their_recorded_command(name, tag, metric, monkeypatch):
+    from zoo.evaluation import main as evaluate_main
+
+    argv = evaluate_command(metric.measured)
+    data = argv[argv.index("--data") + 1]
+    if "realdata" in data:
+        if not REALDATA.is_dir():
+            pytest.skip(f"{REALDATA} is absent")
+        data = data.replace("../shared/realdata", str(REALDATA))
+        argv[argv.index("--data") + 1] = data
+    assert argv[argv.index("--model") + 1] == name and argv[argv.index("--pretrained") + 1] in (tag, "default")
+    result = evaluate_main(argv + ["--threads", "2"])
+    assert result[metric.metric] == pytest.approx(metric.value, rel=2e-3, abs=1e-4), metric.measured
 
 
 def test_every_file_in_the_store_is_registered():

@@ -259,3 +259,26 @@ def test_pretrained_without_weights_or_unknown_tag(user_registry, published):
     with pytest.raises(UnknownModelError, match="no published weights"):
         zoo.create("deeplabv3-r50", pretrained=True)
     assert zoo.create(f"{NAME}.v1").weights_tag == "v1"
+
+
+def test_half_precision_release_loads_as_float32(user_registry, tmp_path):
+    model = _random_model(3).eval()
+    path = _save(model, tmp_path / "w.safetensors")
+    from zoo.publish import write_release
+
+    entry = write_release(NAME, path, tmp_path / "out", dtype="float16")
+    stored = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert entry["size"] < path.stat().st_size
+    loaded = zoo.create(NAME, checkpoint=tmp_path / "out" / "model.safetensors").eval()
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for k, v in loaded.state_dict().items():
+        if v.is_floating_point():
+            assert torch.equal(v, stored[k].float()), k
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(_x()), model(_x()), rtol=2e-2, atol=2e-2)
+    reference = load_file(str(tmp_path / "out" / "reference.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(reference["input"]), reference["output"])
+    with pytest.raises(ValueError, match="storage dtype"):
+        write_release(NAME, path, tmp_path / "bad", dtype="int8")

@@ -119,7 +119,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,
                     dry_run=args.dry_run, force=args.force, allow_pickle=args.allow_pickle, out_dir=args.out_dir,
-                    store=args.store)
+                    store=args.store, dtype=args.dtype)
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", help="publish into a local weights store (e.g. zoo/weights_store) instead of a Hub")
     s.add_argument("--force", action="store_true", help="move an existing tag")
     s.add_argument("--allow-pickle", action="store_true", help="accept a .pth file (read with weights_only=True)")
+    s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                   help="store floating-point tensors in this type (default: as given)")
     s.set_defaults(fn=cmd_publish)
 
     s = sub.add_parser("convert", help="convert an official checkpoint to zoo's layout (safetensors)")

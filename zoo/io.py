@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from zoo.errors import InputError
+
 
 def read_image(path: str | Path) -> torch.Tensor:
     """An image file as a 3 x H x W uint8 RGB tensor."""
@@ -17,9 +19,13 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def write_png(image: torch.Tensor, path: str | Path) -> None:
-    """Write a 3 x H x W (or H x W) uint8 tensor as PNG."""
+    """Write a 3 x H x W (RGB), 1 x H x W or H x W (grey) uint8 tensor as PNG."""
     from PIL import Image
 
+    if image.dim() == 3 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() not in (2, 3) or (image.dim() == 3 and image.shape[0] != 3):
+        raise InputError(f"write_png needs a 3 x H x W, 1 x H x W or H x W image, got shape {tuple(image.shape)}")
     image = image.detach().to("cpu", torch.uint8)
     array = image.permute(1, 2, 0).contiguous() if image.dim() == 3 else image
     mode = "RGB" if image.dim() == 3 else "L"

@@ -99,12 +99,21 @@ def write_reference_tensors(info: ModelInfo, weights: Path, path: Path) -> None:
               metadata={"name": info.name, "zoo_version": __version__, "torch": torch.__version__})
 
 
-def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_pickle: bool = False,
+                  dtype: str | None = None) -> dict[str, Any]:
     """Write the release files (weights, reference tensors, config, card) for ``name`` into ``out_dir``;
     returns file, sha256 and size of the weights.
 
     The weights must load strictly into the registry architecture (keys and shapes), else nothing is written.
+    ``dtype`` ("float16", "bfloat16", "float32") stores the floating-point tensors in that type (half the
+    size in 16 bits; ``zoo.create`` loads them back in the model's dtype). The reference tensors are
+    computed from the stored weights, so they check exactly what users get.
     """
+    if dtype is not None and dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     from safetensors.torch import save_file
 
     info = model_info(name)
@@ -112,6 +121,8 @@ def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_
     with torch.device("meta"):
         model = build_model(info)
     tensors, _ = W.match_state_dict(model, state, strict=True, what=f"weights {weights} for {info.name}")
+    if dtype is not None:
+        tensors = {k: v.to(STORAGE_DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "zoo_version": __version__, "name": info.name, "arch": info.arch,
@@ -139,6 +150,7 @@ def publish(
     allow_pickle: bool = False,
     out_dir: str | Path | None = None,
     store: str | Path | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Publish ``weights`` for registry model ``name`` to ``repo_id``; returns the registry weights entry.
 
@@ -151,7 +163,7 @@ def publish(
 
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
         folder = Path(out_dir) if out_dir else Path(tmp) / "release"
-        entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle)}
+        entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle, dtype=dtype)}
         if tag:
             entry["tag"] = tag
         if store is not None:

@@ -352,11 +352,17 @@ def load_into_meta_model(
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Load ``tensors`` into a model built on the meta device (``assign=True``), then materialise and
-    initialise whatever they did not cover (``reset_parameters`` of the owning module)."""
+    initialise whatever they did not cover (``reset_parameters`` of the owning module).
+
+    Floating-point tensors are cast to ``dtype``, or without it to the dtype the model declares for
+    them (weights stored in float16 load into a float32 model as float32)."""
+    declared = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
     prepared = {}
     for key, t in tensors.items():
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
+        if t.is_floating_point():
+            target = dtype if dtype is not None else declared.get(key, t.dtype)
+            if target.is_floating_point and t.dtype != target:
+                t = t.to(target)
         prepared[key] = t.to(device)
     model.load_state_dict(prepared, strict=False, assign=True)
     for module in model.modules():

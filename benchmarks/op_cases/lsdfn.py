@@ -32,8 +32,36 @@ def _setup(c: int, co: int, k: int, s: int, gamma: int, h: int, w: int) -> Calla
     return setup
 
 
+def _setup_train(b: int, c: int, co: int, k: int, s: int, gamma: int, h: int, w: int):
+    """One training step of the op: forward and backward to every input (the hand-written backward
+    of the fast path vs autograd through the reference)."""
+    def setup() -> dict[str, Callable[[], Any]]:
+        g = torch.Generator().manual_seed(0)
+        args = [
+            torch.randn(b, c, h, w, generator=g),
+            0.05 * torch.randn(b, h, w, co, c, generator=g).permute(0, 3, 4, 1, 2),
+            0.1 * torch.randn(b, co, k * k, h, w, generator=g),
+            0.1 * torch.randn(b, k * k, h, w, generator=g),
+            0.1 * torch.randn(b, s * s, h, w, generator=g),
+        ]
+        for t in args:
+            t.requires_grad_()
+
+        def step(fn: Callable[..., torch.Tensor]) -> Callable[[], None]:
+            def run() -> None:
+                with torch.enable_grad():
+                    fn(*args, sample_stride=gamma).sum().backward()
+            return run
+
+        return {"fast": step(lsdfn), "reference": step(lsdfn_reference)}
+
+    return setup
+
+
 def cases() -> list[Case]:
     return [
         Case("lsdfn", "DeepLab: C=256 C'=24 k=3 s=5 gamma=3 1x41x41", _setup(256, 24, 3, 5, 3, 41, 41), repeats=3),
         Case("lsdfn", "FlowNet: C=256 C'=24 k=3 s=9 gamma=2 1x48x64", _setup(256, 24, 3, 9, 2, 48, 64), repeats=2),
+        Case("lsdfn", "train step (fwd+bwd), flownets-lsdfn-small: C=64 C'=24 k=3 s=7 gamma=2 2x24x32",
+             _setup_train(2, 64, 24, 3, 7, 2, 24, 32), repeats=2),
     ]

@@ -10,6 +10,7 @@ import torch
 from zoo.converters.mmdet_rcnn import COCO_IDS, convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.rcnn import faster_rcnn, mask_rcnn
+from random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = (3, 4, 6, 3)
 VARIANTS = {  # mmdet config -> (zoo constructor, args, mmdet dcn type, roi layer type, mask head)
@@ -80,18 +81,7 @@ def mmdet_shapes(dcn=None, roi_layer=None, mask=False, num_classes=80) -> dict[s
 
 
 def random_state_dict(shapes, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, s in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            out[k] = torch.tensor(80000)
-        elif k.endswith("running_var"):
-            out[k] = torch.rand(s, generator=g) + 0.5
-        elif torch.Size(s).numel() > 1_000_000:  # the big fc weights: a cheap fill keeps the test fast
-            out[k] = torch.full(s, 0.01)
-        else:
-            out[k] = torch.randn(s, generator=g) * 0.1
-    return out
+    return _random_state_dict(shapes, seed, cheap_above=1_000_000)
 
 
 @pytest.mark.parametrize("config", sorted(VARIANTS))

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from zoo.converters.mmseg_dmnet import convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.dmnet import dmnet
+from random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -57,16 +58,7 @@ def mmseg_shapes(depth: int = 50, num_classes: int = 150, aux: bool = True) -> d
 
 
 def random_state_dict(shapes, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, s in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            out[k] = torch.tensor(80000)
-        elif k.endswith("running_var"):
-            out[k] = torch.rand(s, generator=g) + 0.5
-        else:
-            out[k] = torch.randn(s, generator=g) * 0.1
-    return out
+    return _random_state_dict(shapes, seed)
 
 
 @pytest.mark.parametrize("depth", [50, 101])

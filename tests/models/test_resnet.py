@@ -160,10 +160,23 @@ def test_errors():
         resnet(depth=50, features_only=True, out_indices=(5,))
     with pytest.raises(ValueError, match="norm"):
         resnet(depth=50, norm="syncbn")
+    with pytest.raises(ValueError, match="width"):
+        resnet(depth=50, width=0)
     from zoo.errors import InputError
 
     with pytest.raises(InputError):
         resnet(depth=18)(torch.randn(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_width_scales_every_stage(depth):
+    full = resnet(depth=depth, features_only=True, out_indices=(0, 1, 2, 3, 4))
+    quarter = resnet(depth=depth, width=0.25, features_only=True, out_indices=(0, 1, 2, 3, 4), output_stride=8)
+    assert quarter.feature_channels == tuple(c // 4 for c in full.feature_channels)
+    assert quarter.conv1.out_channels == 16 and quarter.layer4[-1].conv2.dilation == (4, 4)
+    feats = quarter(torch.randn(2, 3, 33, 47))
+    assert [f.shape[1] for f in feats] == list(quarter.feature_channels)
+    assert resnet(depth=depth, width=0.5).fc.in_features == full.feature_channels[4] // 2
 
 
 def test_registered_and_block_types():

@@ -199,6 +199,26 @@ def test_gradcheck(at):
     assert torch.autograd.gradcheck(lambda *a: lsdfn(*a, 2, at), args)
 
 
+@pytest.mark.parametrize("at", ["output", "sample"])
+@pytest.mark.parametrize("b,c,co,h,w,k,s,gamma", [(2, 5, 3, 7, 10, 3, 5, 2), (3, 4, 2, 9, 6, 3, 3, 3), (1, 3, 4, 5, 5, 1, 5, 1)])
+def test_gradients_match_reference(at, b, c, co, h, w, k, s, gamma):
+    """The hand-written backward of the fast path against autograd through the reference, every input."""
+    fast = [t.requires_grad_() for t in _inputs(b, c, co, h, w, k, s, torch.float64, seed=3)]
+    ref = [t.detach().clone().requires_grad_() for t in fast]
+    weight = torch.randn(b, co, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    (lsdfn(*fast, gamma, at) * weight).sum().backward()
+    (lsdfn_reference(*ref, gamma, at) * weight).sum().backward()
+    for name, a, r in zip(("features", "u", "v", "position_attention", "sample_attention"), fast, ref):
+        torch.testing.assert_close(a.grad, r.grad, msg=name)
+
+
+def test_backward_only_for_inputs_that_need_it():
+    f, u, v, pa, sa = _inputs(1, 3, 2, 6, 5, 3, 3)
+    sa.requires_grad_()
+    lsdfn(f, u, v, pa, sa, 2).sum().backward()
+    assert sa.grad is not None and f.grad is None
+
+
 # 6. meta device -------------------------------------------------------------------------------
 
 def test_meta_device():

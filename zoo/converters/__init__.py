@@ -28,6 +28,8 @@ _BUILTIN = {
     "timm-efficientnet-cc": "zoo.converters.timm_efficientnet_cc",
     "hdfnet": "zoo.converters.hdfnet",
     "mmdet-rcnn": "zoo.converters.mmdet_rcnn",
+    "adelaidet-condinst": "zoo.converters.adelaidet_condinst",
+    "mmdet-condinst": "zoo.converters.mmdet_condinst",
 }
 _USER: dict[str, Converter] = {}
 

@@ -1,6 +1,7 @@
 """Model families composed from :mod:`zoo.ops`. Importing this package registers every constructor."""
 from zoo.models import (  # noqa: F401
     cacnet,
+    condinst,
     deeplab,
     dfn,
     dilation,
@@ -13,4 +14,5 @@ from zoo.models import (  # noqa: F401
     hdfnet,
     rcnn,
     resnet,
+    rfcn,
 )

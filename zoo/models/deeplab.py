@@ -236,18 +236,22 @@ def deeplabv2(
     res5_extra_channels: int | None = None,
     res5_tap: int = 1,
     lsdfn: Mapping[str, Any] | None = None,
+    width: float = 1.0,
 ) -> DeepLabV2:
     """DeepLab v2 (ASPP-L rates 6/12/18/24, multi-scale inputs 1/0.75/0.5 with max fusion).
 
     ``res5_extra_channels`` defaults to ``res5_extra.out_channels``; ``scales=(1.0,)`` disables the
     multi-scale inputs. ``lsdfn`` (arguments of :class:`LSDFNBranch`, e.g. ``{out_channels: 24,
     samples_per_side: 5, sample_stride: 3}``) builds the LS-DFN variant: LS-DFN on res5b, concatenated to
-    res5c. Other arguments as :class:`DeepLabV2`.
+    res5c. ``width`` scales the ResNet's channels (:func:`zoo.models.resnet.resnet`; the ``-small``
+    entries). Other arguments as :class:`DeepLabV2`.
     """
+    if lsdfn is not None and res5_extra is not None:
+        raise ValueError("give either lsdfn (the LS-DFN variant) or your own res5_extra module, not both")
     if lsdfn is not None:
-        if res5_extra is not None:
-            raise ValueError("give either lsdfn (the LS-DFN variant) or your own res5_extra module, not both")
-        res5_extra = LSDFNBranch(_RES5_CHANNELS[_depth(backbone)], **lsdfn)
+        depth = _depth(backbone)
+        res5_channels = max(1, round(512 * width)) * (_RES5_CHANNELS[depth] // 512)
+        res5_extra = LSDFNBranch(res5_channels, **lsdfn)
     extra = 0
     if res5_extra is not None:
         extra = res5_extra_channels if res5_extra_channels is not None else getattr(res5_extra, "out_channels", None)
@@ -270,6 +274,7 @@ def deeplabv2(
         conv2_factory=conv2_factory,
         features_only=True,
         out_indices=(4,),
+        width=width,
     )
     aspp = ASPP(body.feature_channels[4] + extra, num_classes, atrous_rates, mode="v2")
     return DeepLabV2(

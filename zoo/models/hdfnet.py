@@ -38,9 +38,6 @@ defaults, as the reference.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

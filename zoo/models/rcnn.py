@@ -57,7 +57,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 import zoo.detection  # noqa: F401  (registers the "detection" transforms / postprocess presets)
 from zoo.archs import register_arch
 from zoo.errors import InputError
-from zoo.models.resnet import Conv2Factory, resnet
+from zoo.models.resnet import Conv2Factory, freeze_stages, resnet
 from zoo.ops.deform_conv import DeformConv2d, ModulatedDeformConv2d
 from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool
 
@@ -201,17 +201,10 @@ def resnet_fpn_backbone(*, depth: int = 50, dcn: str | None = None, dcn_stages: 
     Returns torchvision's ``BackboneWithFPN``: input (B, 3, H, W) -> OrderedDict '0'..'3', 'pool'
     of (B, out_channels, H / s, W / s) for s = 4, 8, 16, 32, 64.
     """
-    if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
     factory = dcn_conv2_factory(dcn, dcn_stages, deform_groups) if dcn is not None else None
     body = resnet(depth=depth, norm="frozen_bn", conv2_factory=factory, features_only=True, out_indices=(1, 2, 3, 4))
     in_channels = list(body.feature_channels[1:])
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
-    if trainable_layers == 5:
-        trainable.append("bn1")
-    for name, param in body.named_parameters():
-        if not any(name.startswith(prefix) for prefix in trainable):
-            param.requires_grad_(False)
+    freeze_stages(body, trainable_layers)
     return BackboneWithFPN(body, {f"layer{i}": str(i - 1) for i in range(1, 5)}, in_channels, out_channels,
                            extra_blocks=LastLevelMaxPool())
 

@@ -27,6 +27,8 @@ Options and interpretation choices:
   callable ``num_features -> nn.Module``.
 - ``features_only=True`` drops avgpool and fc and returns the list of feature maps ``out_indices``
   (0: stem after ReLU, stride 2; 1..4: layer1..4).
+- ``width`` multiplies the channels of the stem and of every stage (64, 128, 256, 512 planes x width,
+  rounded); 1.0 is the standard ResNet. zoo's ``-small`` entries use it for CPU-trained weights.
 - BasicBlock (ResNet-18/34) accepts dilation (both 3x3 convs dilated, DRN-style), unlike torchvision.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from zoo.archs import register_arch
 from zoo.ops._checks import check_shape
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "make_norm", "resnet"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "freeze_stages", "make_norm", "resnet"]
 
 NormSpec = str | Callable[[int], nn.Module]
 Conv2Factory = Callable[..., nn.Module | None]
@@ -178,8 +180,11 @@ class ResNet(nn.Module):
         features_only: bool = False,
         out_indices: Sequence[int] = (1, 2, 3, 4),
         zero_init_residual: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
+        if not width > 0:
+            raise ValueError(f"width must be positive, got {width}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if len(layers) != 4:
@@ -193,16 +198,17 @@ class ResNet(nn.Module):
         self.features_only = features_only
         self.out_indices = tuple(out_indices)
 
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(64)
+        planes_per_stage = tuple(max(1, round(p * width)) for p in (64, 128, 256, 512))
+        self.inplanes = planes_per_stage[0]
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=pool_ceil_mode)
 
         dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}[output_stride]
         dilation = 1
         stages = []
-        for stage, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), start=1):
+        for stage, (planes, n, stride) in enumerate(zip(planes_per_stage, layers, (1, 2, 2, 2)), start=1):
             previous = dilation
             if stage > 1 and dilate[stage - 2]:
                 dilation *= stride
@@ -217,11 +223,11 @@ class ResNet(nn.Module):
             )
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         del self.inplanes
-        self.feature_channels = (64,) + tuple(p * block.expansion for p in (64, 128, 256, 512))
+        self.feature_channels = (planes_per_stage[0],) + tuple(p * block.expansion for p in planes_per_stage)
 
         if not features_only:
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(512 * block.expansion, num_classes)
+            self.fc = nn.Linear(planes_per_stage[3] * block.expansion, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -287,6 +293,7 @@ def resnet(
     features_only: bool = False,
     out_indices: Sequence[int] = (1, 2, 3, 4),
     zero_init_residual: bool = False,
+    width: float = 1.0,
 ) -> ResNet:
     """ResNet-18/34/50/101/152 with random init; every option as :class:`ResNet`."""
     if depth not in _DEPTHS:
@@ -306,4 +313,19 @@ def resnet(
         features_only=features_only,
         out_indices=out_indices,
         zero_init_residual=zero_init_residual,
+        width=width,
     )
+
+
+def freeze_stages(body: ResNet, trainable_layers: int) -> ResNet:
+    """Freeze all but the last ``trainable_layers`` of (stem, layer1, ..., layer4) in place, as
+    torchvision's ``trainable_layers`` (5 = everything trains; mmdet's ``frozen_stages=1`` is 3)."""
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trainable.append("bn1")
+    for name, param in body.named_parameters():
+        if not any(name.startswith(prefix) for prefix in trainable):
+            param.requires_grad_(False)
+    return body

@@ -1,0 +1,238 @@
+"""R-FCN and R-FCN + LS-DFN (zoo.models.rfcn). Real forwards run at 160 x 192 with few proposals; the
+heavy checks build on the meta device."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from zoo.converters.mmdet_rcnn import COCO_IDS
+from zoo.errors import InputError
+from zoo.models.deeplab import LSDFNBranch
+from zoo.models.resnet import resnet
+from zoo.models.rfcn import RFCNRoIHeads, RFCNRPNHead, ps_roi_vote, rfcn
+from zoo.ops.lsdfn import LSDFN
+
+LSDFN_ARGS = {"out_channels": 24, "reduce_channels": 256, "kernel_size": 3, "samples_per_side": 5, "sample_stride": 3}
+ENTRIES = {"rfcn-r101": None, "rfcn-lsdfn-r101": LSDFN_ARGS}  # the registry entries' lsdfn argument
+SMALL = {"min_size": 160, "max_size": 192, "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 50,
+         "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 50, "box_batch_size_per_image": 64,
+         "rpn_batch_size_per_image": 64, "ohem_rois": 16}
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def tame(model: nn.Module) -> nn.Module:
+    """Random ResNet-101 activations with frozen (identity) BN explode; zero the RPN deltas and the R-FCN
+    maps so that proposals are the clipped anchors and the detections are predictable."""
+    with torch.no_grad():
+        for conv in (model.rpn.head.bbox_pred, model.roi_heads.rfcn_cls, model.roi_heads.rfcn_bbox):
+            conv.weight.zero_()
+            conv.bias.zero_()
+    return model
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: tame(rfcn(lsdfn=args, **SMALL)) for name, args in ENTRIES.items()}
+
+
+# ------------------------------------------------------------------------------------------- 1. build
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_builds_on_meta_with_expected_parameters(name):
+    with torch.device("meta"):
+        model = rfcn(lsdfn=ENTRIES[name])
+        body = resnet(depth=101, features_only=True, norm="frozen_bn", out_indices=(3, 4))
+        branch = LSDFNBranch(2048, **LSDFN_ARGS) if ENTRIES[name] else None
+    assert all(p.is_meta for p in model.parameters())
+    c_in = 2048 + (24 if branch is not None else 0)
+    a = 12  # 3 ratios x 4 sizes
+    rpn = (1024 * 9 * 512 + 512) + (512 * 2 * a + 2 * a) + (512 * 4 * a + 4 * a)
+    head = (c_in * 1024 + 1024) + (1024 * 49 * 81 + 49 * 81) + (1024 * 49 * 8 + 49 * 8)
+    extra = n_params(branch) if branch is not None else 0
+    assert n_params(model) == n_params(body) + rpn + head + extra
+    assert model.roi_heads.conv_new_1.in_channels == c_in
+    assert (model.roi_heads.lsdfn is not None) == (branch is not None)
+
+
+def test_lsdfn_branch_feeds_conv_new_1():
+    with torch.device("meta"):
+        plain, dyn = rfcn(), rfcn(lsdfn=LSDFN_ARGS)
+    assert plain.roi_heads.conv_new_1.in_channels == 2048 and plain.roi_heads.lsdfn is None
+    branch = dyn.roi_heads.lsdfn
+    assert isinstance(branch, LSDFNBranch) and isinstance(branch.lsdfn, LSDFN)
+    assert dyn.roi_heads.conv_new_1.in_channels == 2048 + 24
+    assert branch.reduce.in_channels == 2048 and branch.lsdfn.in_channels == 256
+    assert (branch.lsdfn.out_channels, branch.lsdfn.kernel_size, branch.lsdfn.samples_per_side,
+            branch.lsdfn.sample_stride) == (24, 3, 5, 3)
+    assert "roi_heads.lsdfn.lsdfn.kernel_u.weight" in dyn.state_dict()
+
+
+def test_backbone_is_the_reference_resnet():
+    with torch.device("meta"):
+        model = rfcn()
+    body = model.backbone.body
+    assert all(b.conv2.dilation == (2, 2) and b.conv2.stride == (1, 1) for b in body.layer4)  # res5 a trous
+    assert body.layer4[0].downsample[0].stride == (1, 1)
+    assert body.layer2[0].conv1.stride == (2, 2) and body.layer2[0].conv2.stride == (1, 1)  # MSRA: stride in 1x1
+    assert body.layer3[0].conv1.stride == (2, 2)
+    assert (body.maxpool.padding, body.maxpool.ceil_mode) == (0, True)  # Caffe pool1
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    trainable = {n.split(".")[2] for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone")}
+    assert trainable == {"layer2", "layer3", "layer4"}
+    assert model.backbone(torch.empty(1, 3, 600, 1000, device="meta"))["res5"].shape == (1, 2048, 38, 63)
+    assert model.transform.min_size == (600,) and model.transform.max_size == 1000
+    anchors = model.rpn.anchor_generator
+    assert anchors.sizes == ((64, 128, 256, 512),) and anchors.aspect_ratios == ((0.5, 1.0, 2.0),)
+    # ratio-major like py-faster-rcnn's generate_anchors: anchor a = ratio * 4 + size, ratio = h / w
+    cell = anchors.generate_anchors([64, 128, 256, 512], [0.5, 1.0, 2.0])
+    w, h = cell[:, 2] - cell[:, 0], cell[:, 3] - cell[:, 1]
+    assert (w[:4] > h[:4]).all() and (w[4:8] == h[4:8]).all() and (w[8:] < h[8:]).all()
+    assert (w[1:4] > w[:3]).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="in_channels"):
+        RFCNRoIHeads(64, 5, lsdfn={"in_channels": 64})
+    with pytest.raises(ValueError, match="num_classes"):
+        RFCNRoIHeads(64, 1)
+    with pytest.raises(ValueError, match="ohem_rois"):
+        RFCNRoIHeads(64, 5, ohem_rois=0)
+
+
+# ------------------------------------------------------------------------------------------- 2. parts
+def test_ps_roi_vote_hand_computed():
+    # k = 2, C = 2: 8 score maps of 6 x 6, value 100 * channel + 10 * y + x
+    y, x = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
+    maps = torch.stack([100 * c + 10 * y + x for c in range(8)]).unsqueeze(0).repeat(2, 1, 1, 1)
+    maps[1] += 1000
+    # RoI x 1..5, y 1..3: bins rows [1,2) [2,3), cols [1,3) [3,5); bin (i, j) of class c reads channel
+    # (c*2 + i)*2 + j. Class 0: (11.5 + 113.5 + 221.5 + 323.5) / 4 = 167.5; class 1: +400.
+    rois = torch.tensor([[0, 1.0, 1, 5, 3], [1, 1.0, 1, 5, 3], [0, 0.0, 0, 4, 4]])
+    out = ps_roi_vote(maps, rois, 2, 1.0)
+    # third RoI, x and y 0..4, bins [0,2) [2,4): class 0 = (5.5 + 107.5 + 225.5 + 327.5) / 4 = 166.5
+    expected = torch.tensor([[167.5, 567.5], [1167.5, 1567.5], [166.5, 566.5]])
+    torch.testing.assert_close(out, expected)
+    # the head's scale: boxes in image pixels, map at stride 16
+    torch.testing.assert_close(ps_roi_vote(maps, [rois[:1, 1:] * 16], 2, 1 / 16), expected[:1])
+
+
+def test_rpn_head_objectness_is_the_two_way_softmax():
+    torch.manual_seed(0)
+    head = RFCNRPNHead(16, num_anchors=3, mid_channels=8)
+    nn.init.normal_(head.cls_logits.weight, std=1.0)
+    x = torch.randn(2, 16, 5, 7)
+    (obj,), (deltas,) = head([x])
+    assert obj.shape == (2, 3, 5, 7) and deltas.shape == (2, 12, 5, 7)
+    scores = head.cls_logits(torch.relu(head.conv(x)))  # (B, 2A, H, W): A bg, then A fg
+    softmax_fg = torch.softmax(scores.view(2, 2, 3, 5, 7), dim=1)[:, 1]
+    torch.testing.assert_close(torch.sigmoid(obj), softmax_fg)
+
+
+def test_head_predict_is_ps_pooling_of_the_maps_with_agnostic_boxes():
+    torch.manual_seed(0)
+    head = RFCNRoIHeads(32, 4, group_size=3, mid_channels=16).eval()
+    for conv in (head.rfcn_cls, head.rfcn_bbox):
+        nn.init.normal_(conv.weight, std=0.5)
+    c5 = torch.randn(2, 32, 10, 12)
+    proposals = [torch.tensor([[0.0, 0, 100, 90], [30, 20, 150, 120]]), torch.tensor([[50.0, 40, 190, 150]])]
+    cls, box = head.predict(c5, proposals)
+    feats = torch.relu(head.conv_new_1(c5))
+    torch.testing.assert_close(cls, ps_roi_vote(head.rfcn_cls(feats), proposals, 3, 1 / 16))
+    pooled = ps_roi_vote(head.rfcn_bbox(feats), proposals, 3, 1 / 16)
+    assert head.rfcn_bbox.out_channels == 9 * 8 and box.shape == (3, 4 * 4)
+    torch.testing.assert_close(box, pooled[:, 4:8].repeat(1, 4))  # fg deltas for every class
+
+
+def test_ohem_keeps_the_hardest_rois():
+    head = RFCNRoIHeads(8, 3, group_size=1, mid_channels=4, ohem_rois=2)
+    logits = torch.tensor([[5.0, 0, 0], [0, 5, 0], [5, 0, 0], [0, 0, 5], [0, 0, 0]])
+    labels = torch.tensor([0, 2, 0, 2, 1])  # easy bg, wrong fg, easy bg, right fg, unsure fg
+    deltas = torch.zeros(5, 12)
+    targets = torch.zeros(5, 4)
+    targets[3] = 4.0  # a right class with a large box error
+    keep = head._hard_examples(logits, deltas, labels, targets, num_images=1)
+    assert sorted(keep.tolist()) == [1, 3]
+    four = set(head._hard_examples(logits, deltas, labels, targets, num_images=2).tolist())  # k = 2 x 2
+    assert four >= {1, 3, 4} and len(four & {0, 2}) == 1  # then one of the two equally easy bg RoIs
+
+
+# ------------------------------------------------------------------------------------------- 3. forward
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_eval_forward_structure_and_coco_labels(models, name):
+    model = models[name].eval()
+    images = [torch.rand(3, 160, 192)]
+    with torch.no_grad():
+        out = model(images)
+    assert isinstance(out, list) and len(out) == 1 and set(out[0]) == {"boxes", "scores", "labels"}
+    det = out[0]
+    k = det["boxes"].shape[0]
+    assert 0 < k <= 100 and det["boxes"].shape == (k, 4) and det["scores"].shape == det["labels"].shape == (k,)
+    assert det["labels"].dtype == torch.int64 and set(det["labels"].tolist()) <= set(COCO_IDS)
+    # zeroed score maps: every class has probability 1/81 (> the 0.001 threshold)
+    torch.testing.assert_close(det["scores"], torch.full((k,), 1 / 81))
+    boxes = det["boxes"]
+    assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0
+    assert (boxes[:, 2] <= 192).all() and (boxes[:, 3] <= 160).all()
+
+    # a bias on the score maps of contiguous class 12 makes every detection COCO id 13 (stop sign)
+    with torch.no_grad():
+        model.roi_heads.rfcn_cls.bias[12 * 49:13 * 49] = 10.0
+        out = model(images)
+        model.roi_heads.rfcn_cls.bias.zero_()
+    assert out[0]["labels"].numel() > 0 and set(out[0]["labels"].tolist()) == {COCO_IDS[11]} == {13}
+
+
+def test_other_num_classes_give_contiguous_labels():
+    torch.manual_seed(0)
+    model = tame(rfcn(num_classes=5, **SMALL)).eval()
+    assert model.roi_heads.rfcn_cls.out_channels == 49 * 5
+    with torch.no_grad():
+        model.roi_heads.rfcn_cls.bias[3 * 49:4 * 49] = 10.0
+        out = model([torch.rand(3, 160, 192)])
+    assert out[0]["labels"].numel() > 0 and set(out[0]["labels"].tolist()) == {3}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_training_returns_losses_and_gradients(models, name):
+    model = models[name].train()
+    model.zero_grad()
+    targets = [{"boxes": torch.tensor([[10.0, 20, 100, 120], [60, 30, 180, 150]]), "labels": torch.tensor([1, 90])}]
+    losses = model([torch.rand(3, 160, 192)], targets)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    heads = model.roi_heads
+    assert heads.conv_new_1.weight.grad is not None and heads.rfcn_cls.weight.grad.abs().sum() > 0
+    assert model.rpn.head.cls_logits.weight.grad is not None
+    assert model.backbone.body.layer1[0].conv1.weight.grad is None  # frozen res2 / stem
+    assert model.backbone.body.layer2[0].conv1.weight.grad is not None
+    if heads.lsdfn is not None:
+        assert heads.lsdfn.lsdfn.kernel_u.weight.grad is not None
+    model.eval()
+
+
+def test_training_rejects_unused_coco_ids(models):
+    model = models["rfcn-r101"].train()
+    bad = [{"boxes": torch.tensor([[10.0, 20, 100, 120]]), "labels": torch.tensor([12])}]  # id 12 is not in COCO 2017
+    with pytest.raises(InputError, match="COCO category ids"):
+        model([torch.rand(3, 160, 192)], bad)
+    with pytest.raises(InputError, match="targets"):
+        model.roi_heads({"res5": torch.zeros(1, 2048, 10, 12)}, [torch.zeros(0, 4)], [(160, 192)], None)
+    model.eval()
+
+
+def test_ps_roi_vote_never_reads_the_last_row_and_column():
+    """torchvision's kernel clips bins at H - 1 / W - 1 (the card's Limitations say so; the reference
+    clips at H / W). If this starts failing, torchvision changed and the card must be updated."""
+    maps = torch.ones(1, 4, 5, 5)
+    rois = torch.tensor([[0, 0.0, 0, 5, 5]])
+    before = ps_roi_vote(maps, rois, 1, 1.0)
+    maps[..., -1, :] = 100.0
+    maps[..., :, -1] = 100.0
+    torch.testing.assert_close(ps_roi_vote(maps, rois, 1, 1.0), before)
