@@ -24,3 +24,32 @@ def test_readme_names_a_test_command_and_real_cli_commands():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     for used in re.findall(r"^zoo (\w+)", text, flags=re.M):
         assert used in commands, f"README uses `zoo {used}`, which the CLI does not have"
+
+
+def _main_job_command() -> list[str]:
+    import shlex
+
+    section = README.read_text().split("## The main job", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    install, _, command = block.partition(" && ")
+    assert install.startswith("pip install"), "the main job is one command: install && run"
+    return shlex.split(command)
+
+
+def test_main_job_runs_offline_on_the_bundled_weights(tmp_path, monkeypatch):
+    """The README's main job, as a new user runs it after installing: offline, bundled weights; the flow
+    it writes is closer to the sample's exact flow than zero flow is."""
+    from zoo.cli import main
+    from zoo.flow import read_flo
+
+    argv = _main_job_command()
+    assert argv[:2] == ["zoo", "predict"]
+    monkeypatch.chdir(README.parent)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out, flo = tmp_path / "flow.png", tmp_path / "flow.flo"
+    argv[argv.index("--out") + 1] = str(out)
+    assert main(argv[1:] + ["--flo", str(flo)]) == 0
+    assert out.is_file() and out.stat().st_size > 0
+    truth = read_flo(README.parent / "zoo" / "samples" / "flying_shapes_flow.flo")
+    epe = (read_flo(flo) - truth).norm(dim=0).mean()
+    assert epe < truth.norm(dim=0).mean(), f"bundled model EPE {float(epe):.2f} px is not better than zero flow"

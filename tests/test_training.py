@@ -1,6 +1,8 @@
-"""zoo.training: losses, exact resume, DDP (2 gloo processes) == single process, segmentation."""
+"""zoo.training: losses, exact resume, DDP (2 gloo processes) == single process, segmentation,
+classification (real digits, shift augmentation, DyConv2d temperature annealing)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -13,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from zoo.training import TrainConfig, multiscale_epe_loss, segmentation_loss, train
+from zoo.training import (ClassificationStream, TrainConfig, multiscale_epe_loss, segmentation_loss, train,
+                          training_transforms)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "flownets", "--arch-override", "width=0.0625", "--data", "flying-shapes", "--size", "64", "64",
@@ -117,3 +120,104 @@ def test_segmentation_training_on_shapes(tmp_path, user_registry):
 def test_flow_size_must_be_multiple_of_64(tmp_path):
     with pytest.raises(ValueError, match="multiples of 64"):
         train(_cfg(tmp_path / "bad", 1, size=(60, 64)), progress=False)
+
+
+# ------------------------------------------------------------------------------------------- classification
+DIGITS_ENTRY = {
+    "task": "image-classification",
+    "arch": "dy_resnet",
+    "args": {"depth": 18, "num_kernels": 4, "num_classes": 10, "width": 0.0625, "stem": "cifar"},
+    "classifier": ["fc"],
+    "paper": {"title": "Dynamic Convolution: Attention over Convolution Kernels",
+              "authors": "Yinpeng Chen, Xiyang Dai, Mengchen Liu, Dongdong Chen, Lu Yuan, Zicheng Liu",
+              "venue": "CVPR", "year": 2020, "arxiv": "1912.03458"},
+    "license": "apache-2.0",
+    "card": "test-dy-digits.md",
+    "input_size": [3, 32, 32],
+    "transforms": {"preset": "classification",
+                   "args": {"mean": [0.3, 0.3, 0.3], "std": [0.3, 0.3, 0.3], "resize": 32, "crop": 32}},
+    "postprocess": {"preset": "classification"},
+    "exportable": True,
+    "weights": {"default": None, "tags": {}},
+}
+
+
+@pytest.fixture
+def digits_model(user_registry) -> str:
+    """``test-dy-digits``: a width-1/16 DY-ResNet-18 with the 32x32 stem, registered for the test only."""
+    pytest.importorskip("sklearn")
+    import zoo.registry as R
+
+    R.default_registry().add(R.parse_entry("test-dy-digits", copy.deepcopy(DIGITS_ENTRY), __file__), replace=True)
+    return "test-dy-digits"
+
+
+def _digits_cfg(out, steps, model, **kw) -> TrainConfig:
+    base = dict(model=model, out=str(out), data="digits@train", size=(32, 32), batch_size=4, steps=steps,
+                optimizer="sgd", lr=0.05, log_every=1, checkpoint_every=2, augment_shift=4, temperature_anneal=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_classification_exact_resume_annealing_and_eval(tmp_path, digits_model):
+    torch.set_num_threads(1)
+    record = train(_digits_cfg(tmp_path / "straight", 4, digits_model, eval_data="digits@test", eval_every=4),
+                   progress=False)
+    train(_digits_cfg(tmp_path / "resumed", 2, digits_model), progress=False)
+    train(_digits_cfg(tmp_path / "resumed", 4, digits_model), progress=False)   # resumes at step 2
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a["fc.weight"].shape == (10, 32) and a["layer1.0.conv1.weight"].shape == (4, 4, 4, 3, 3)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight = [json.loads(l) for l in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    resumed = [json.loads(l) for l in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in straight] == [r["loss"] for r in resumed]
+    # tau falls linearly 30 -> 1 over 3 steps, then stays at 1 (the inference value)
+    assert [r["temperature"] for r in resumed] == pytest.approx([30.0, 30 - 29 / 3, 30 - 58 / 3, 1.0])
+    assert all(0 <= r["top1"] <= 1 and r["top1"] * 4 == round(r["top1"] * 4) for r in straight)
+    ev = record["eval"]
+    assert ev["task"] == "image-classification" and ev["images"] == 359 and 0 <= ev["top1"] <= ev["top5"] <= 1
+    assert "per_image" not in ev and set(ev["per_class"]) == {str(i) for i in range(10)}
+    assert "eval" in straight[-1] and "eval" not in straight[0]
+
+
+def test_classification_trains_on_what_evaluation_sees(digits_model):
+    """The whole classification preset (resize 32, crop 32): dropping ``resize`` as for segmentation would
+    fall back to the preset's default 256 and train on an 8x zoomed centre."""
+    import zoo
+
+    model = zoo.create(digits_model)
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(training_transforms(model)(images), model.transforms(images), rtol=0, atol=0)
+    torch.testing.assert_close(model.transforms(images), (images - 0.3) / 0.3)
+
+
+def test_classification_static_variant_without_annealing(tmp_path, digits_model):
+    torch.set_num_threads(1)
+    cfg = _digits_cfg(tmp_path / "static", 2, digits_model, arch_overrides={"dynamic": False}, temperature_anneal=0,
+                      augment_shift=0)
+    record = train(cfg, progress=False)
+    assert record["step"] == 2 and record["loss"] > 0 and "temperature" not in record
+    assert load_file(tmp_path / "static" / "model.safetensors")["layer1.0.conv1.weight"].shape == (4, 4, 3, 3)
+    with pytest.raises(ValueError, match="no DyConv2d"):
+        train(_digits_cfg(tmp_path / "bad", 2, digits_model, arch_overrides={"dynamic": False}), progress=False)
+
+
+def test_classification_stream_shift_is_a_seeded_translation():
+    image = torch.arange(3 * 6 * 6, dtype=torch.float32).view(3, 6, 6) + 1
+    base = [{"image": image, "label": 7}] * 5
+    stream = ClassificationStream(base, seed=3, size=(6, 6), shift=2)
+    padded = F.pad(image, (2, 2, 2, 2))
+    offsets = set()
+    for p in range(20):
+        s = stream[p]
+        assert s["label"].dtype == torch.int64 and s["label"].shape == () and int(s["label"]) == 7
+        hits = [(t, l) for t in range(5) for l in range(5) if torch.equal(padded[:, t:t + 6, l:l + 6], s["image"])]
+        assert len(hits) == 1
+        offsets.add(hits[0])
+        assert torch.equal(stream.__getitems__([p])[0]["image"], s["image"])     # deterministic per position
+    assert len(offsets) > 3
+    plain = ClassificationStream(base, seed=3, size=(6, 6))
+    assert all(torch.equal(plain[p]["image"], image) for p in range(5))
+    with pytest.raises(ValueError, match="augment_shift"):
+        ClassificationStream(base, seed=0, size=(6, 6), shift=-1)

@@ -1,10 +1,12 @@
-"""Training of registry models: optical flow (FlowNet multi-scale EPE) and semantic segmentation
-(cross-entropy), single process or ``torchrun`` with DistributedDataParallel, with exact resume.
+"""Training of registry models: optical flow (FlowNet multi-scale EPE), semantic segmentation
+(cross-entropy) and image classification (cross-entropy), single process or ``torchrun`` with
+DistributedDataParallel, with exact resume.
 ``scripts/train.py`` is a thin CLI over :func:`main`.
 
 The model is always the registry architecture: ``zoo.create(name, **arch_overrides)`` (optionally with
 registry weights or a checkpoint), then ``.train()``; no model is defined here. Inputs go through the
-entry's transforms preset (for segmentation without its ``resize``, which would misalign the labels).
+entry's transforms preset (for segmentation without its ``resize``, which would misalign the labels;
+for classification the whole preset, as evaluation applies it).
 
 Losses:
 - optical flow: FlowNet's multi-scale loss (Dosovitskiy et al. 2015; as FlowNetPytorch's
@@ -17,6 +19,18 @@ Losses:
   size (torchvision's reference); a DeepLab v3 ``{"out", "aux"}`` output adds ``aux_weight`` (0.5) x the
   aux loss; a DeepLab v2 list of multi-scale logits sums the losses with labels nearest-downsampled to
   each logit size (kazuto1011's MSC training).
+- classification: cross-entropy of the logits (B, K) against the integer labels (``{"image", "label"}``
+  samples: :class:`zoo.data.Digits`, ImageFolder); the logged metric is the batch's ``top1``. Optional
+  augmentation ``augment_shift`` = s: the image is zero-padded by s pixels on every side and cropped back
+  to ``size`` at an offset seeded by (seed, p), i.e. a random translation of up to +-s pixels (no flips:
+  digits are not mirror-symmetric); images of another size are cropped (or zero-padded) to ``size``
+  at that offset.
+
+Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
+DyConv2d linearly from 30 to 1 over the first 10 epochs): ``temperature_anneal`` = n > 0 sets, before
+every step s, ``zoo.ops.dy_conv.set_temperature(model, temperature_schedule(s, temperature_start, 1, n))``
+(per iteration; 1 from step n on, the inference value). The temperature is a function of the step, so
+exact resume holds; a run must reach step n for its weights to match temperature-1 inference.
 
 Data order and exact resume: global sample position ``p = step * batch + j`` (j < global batch) is
 rank ``j // (batch / world)``'s; procedural datasets render sample p directly (deterministic per
@@ -31,8 +45,9 @@ The batch size is the GLOBAL batch (each rank takes batch / N), per-rank losses 
 DDP's gradient average equals the single-process gradient of the same global batch (up to float
 summation order; BatchNorm statistics are per rank).
 
-Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe or pixel accuracy,
-lr, seconds per step, samples/s; eval results when ``eval_data`` is set), checkpoints,
+Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe, pixel accuracy or
+top1, lr, seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when
+``eval_data`` is set), checkpoints,
 ``model.safetensors`` (final weights, loadable with ``zoo.create(name, checkpoint=..., **overrides)``)
 and ``config.json``.
 """
@@ -57,10 +72,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from zoo.data.shapes import sample_seed
 from zoo.evaluation import evaluate, load_model, parse_overrides
+from zoo.ops.dy_conv import set_temperature, temperature_schedule
 from zoo.registry import Preset, thaw
 from zoo.transforms import build_transforms
 
-__all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "multiscale_epe_loss", "segmentation_loss", "train", "main"]
+__all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "ClassificationStream", "multiscale_epe_loss", "segmentation_loss", "train",
+           "main"]
 
 FLOWNET_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2 .. flow6
 
@@ -103,6 +120,9 @@ class TrainConfig:
     time_limit: float | None = None
     device: str = "cpu"
     dump_replicas: bool = False
+    augment_shift: int = 0
+    temperature_anneal: int = 0
+    temperature_start: float = 30.0
 
     # fields that must match when resuming (steps, time limit, logging... may change)
     RESUME_KEYS = ("model", "data", "arch_overrides", "num_classes", "batch_size", "size", "optimizer",
@@ -224,6 +244,30 @@ class PositionStream(Dataset):
         return [self[p] for p in positions]
 
 
+class ClassificationStream(PositionStream):
+    """:class:`PositionStream` for ``{"image", "label": int}`` samples: the image, zero-padded by ``shift``
+    pixels per side, is cropped to ``size`` at an offset seeded by (seed, p) (a random translation of up
+    to +-shift pixels); ``label`` becomes an int64 scalar tensor."""
+
+    def __init__(self, base: Dataset, seed: int, size: tuple[int, int], shift: int = 0) -> None:
+        if shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {shift}")
+        super().__init__(base, seed, size)
+        self.shift = shift
+
+    def __getitem__(self, p: int) -> dict:
+        sample = self.base[self.index(p)]
+        image = sample["image"]
+        if self.shift:
+            image = F.pad(image, (self.shift,) * 4)
+        out = self._crop({"image": image}, p)
+        out["label"] = torch.as_tensor(sample["label"], dtype=torch.int64)
+        return out
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
+        return [self[p] for p in positions]
+
+
 class StepBatchSampler(Sampler):
     """Per-rank lists of sample positions for steps ``start .. steps - 1`` (see the module docstring)."""
 
@@ -246,8 +290,12 @@ def _collate(samples: list[dict]) -> dict:
 
 
 def training_transforms(model: nn.Module) -> nn.Module:
-    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned)."""
+    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned); for
+    classification the whole preset, as in evaluation (removing ``resize`` would fall back to the
+    preset's default, ImageNet's 256, and zoom small images)."""
     info = model.info
+    if info.task == "image-classification":
+        return build_transforms(info.transforms, info.name)
     args = thaw(info.transforms.args)
     args.pop("resize", None)
     return build_transforms(Preset(info.transforms.preset, args), info.name)
@@ -339,13 +387,20 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                        arch_overrides=cfg.arch_overrides, num_classes=cfg.num_classes, device=device)
     info = model.info
     task = info.task
-    if task not in ("optical-flow", "semantic-segmentation"):
-        raise ValueError(f"{cfg.model!r} is a {task} model; training supports optical-flow and semantic-segmentation")
+    if task not in ("optical-flow", "semantic-segmentation", "image-classification"):
+        raise ValueError(f"{cfg.model!r} is a {task} model; training supports optical-flow, semantic-segmentation "
+                         "and image-classification")
     transforms = training_transforms(model).to(device)
     postprocess = model.postprocess
     if task == "optical-flow" and (cfg.size[0] % 64 or cfg.size[1] % 64):
         raise ValueError(f"flow training crops must be multiples of 64 (FlowNet), got {tuple(cfg.size)}")
     div_flow = float(getattr(model, "div_flow", 20.0))
+    if cfg.temperature_anneal > 0:
+        def anneal(at: int) -> None:
+            set_temperature(model, temperature_schedule(at, cfg.temperature_start, 1.0, cfg.temperature_anneal))
+
+        if set_temperature(model, 1.0) == 0:
+            raise ValueError(f"temperature_anneal: {cfg.model!r} has no DyConv2d layer")
     model.train()
 
     optimizer = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
@@ -373,7 +428,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         ddp_model = model
 
     base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
-    stream = PositionStream(base, cfg.seed, tuple(cfg.size))
+    if task == "image-classification":
+        stream: PositionStream = ClassificationStream(base, cfg.seed, tuple(cfg.size), cfg.augment_shift)
+    else:
+        stream = PositionStream(base, cfg.seed, tuple(cfg.size))
     sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
     loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
@@ -414,6 +472,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     try:
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
+            if cfg.temperature_anneal > 0:
+                anneal(step)
             if task == "optical-flow":
                 x = transforms((batch["image1"], batch["image2"]))
                 outputs = ddp_model(x)
@@ -422,6 +482,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 metric_name = "epe"
                 with torch.no_grad():
                     metric = full_res_epe(outputs[0].detach(), batch["flow"], valid, div_flow)
+            elif task == "image-classification":
+                outputs = ddp_model(transforms(batch["image"]))
+                logits = outputs["out"] if isinstance(outputs, dict) else outputs
+                loss = F.cross_entropy(logits, batch["label"])
+                metric_name = "top1"
+                with torch.no_grad():
+                    metric = (logits.detach().argmax(dim=1) == batch["label"]).float().mean()
             else:
                 outputs = ddp_model(transforms(batch["image"]))
                 loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight)
@@ -457,11 +524,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 record = {"step": step, "loss": float(vals[0]), metric_name: float(vals[1]),
                           "lr": optimizer.param_groups[0]["lr"], "sec_per_step": sec,
                           "samples_per_sec": cfg.batch_size / sec if sec > 0 else None, "time": time.time()}
+                if cfg.temperature_anneal > 0:   # the DyConv2d temperature of the step just taken
+                    record["temperature"] = temperature_schedule(step - 1, cfg.temperature_start, 1.0,
+                                                                 cfg.temperature_anneal)
                 t_last, steps_since = now, 0
                 if eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                     res = evaluate(model, eval_set, task, device=device)
                     model.train()
-                    record["eval"] = {k: v for k, v in res.items() if k not in ("per_pair", "confusion", "iou")}
+                    record["eval"] = {k: v for k, v in res.items()
+                                      if k not in ("per_pair", "confusion", "iou", "per_image")}
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
@@ -489,8 +560,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
-        prog="train.py", description="Train a zoo registry model (optical flow or segmentation).",
-        epilog="Data specs: flying-shapes[:N], shapes[:N], flyingchairs:PATH[@train], voc:PATH[@train]. "
+        prog="train.py", description="Train a zoo registry model (optical flow, segmentation or classification).",
+        epilog="Data specs: flying-shapes[:N], shapes[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
+               "digits[@train], imagefolder:PATH. "
                "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
                "Re-running with the same --out resumes from its newest checkpoint.")
     p.add_argument("--model", required=True, help="registry name, e.g. flownets")
@@ -528,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads per process")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--dump-replicas", action="store_true", help="also write replica-RANK.safetensors (DDP checks)")
+    p.add_argument("--augment-shift", type=int, default=d.augment_shift,
+                   help="classification: random translation of up to +-N pixels (zero padding)")
+    p.add_argument("--temperature-anneal", type=int, default=d.temperature_anneal, metavar="STEPS",
+                   help="DyConv2d models: anneal the attention temperature linearly from --temperature-start "
+                        "to 1 over the first STEPS steps (Dynamic Convolution: 30 -> 1 over 10 epochs)")
+    p.add_argument("--temperature-start", type=float, default=d.temperature_start)
     return p
 
 
@@ -545,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         workers=args.workers, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, eval_data=args.eval_data, eval_every=args.eval_every,
         time_limit=args.time_limit, device=args.device, dump_replicas=args.dump_replicas,
+        augment_shift=args.augment_shift, temperature_anneal=args.temperature_anneal,
+        temperature_start=args.temperature_start,
     )
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():

@@ -101,3 +101,31 @@ def test_export():
     prog = torch.export.export(m, (x,))
     with torch.no_grad():
         assert torch.allclose(prog.module()(x), m(x), atol=1e-5)
+
+
+def test_small_variants_width_stem_and_static():
+    """``width``, the 32x32 ``stem="cifar"`` (3x3 stride-1 conv, no max-pool) and ``dynamic=False``."""
+    torch.manual_seed(0)
+    m = dy_resnet(num_classes=10, width=0.125, stem="cifar").eval()
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and isinstance(m.maxpool, torch.nn.Identity)
+    assert [m.layer1[0].conv1.out_channels, m.layer2[0].conv1.out_channels, m.layer3[0].conv1.out_channels,
+            m.layer4[0].conv1.out_channels] == [8, 16, 32, 64]
+    sizes = []
+    m.layer4.register_forward_hook(lambda mod, i, o: sizes.append(tuple(o.shape)))
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert sizes == [(2, 64, 4, 4)]  # 32x32 reaches layer4 at 4x4 (stride 8 after the stem)
+    assert sum(isinstance(mod, DyConv2d) for mod in m.modules()) == 16
+    static = dy_resnet(num_classes=10, width=0.125, stem="cifar", dynamic=False)
+    assert not any(isinstance(mod, (DyConv2d, DyNetConv2d)) for mod in static.modules())
+    assert static.state_dict().keys() == m.state_dict().keys() - {
+        k for k in m.state_dict() if ".attention." in k or (k.startswith("layer") and k.endswith("conv1.bias"))
+        or (k.startswith("layer") and k.endswith("conv2.bias"))}
+    with torch.device("meta"):
+        plain = n_params(dy_resnet(dynamic=False))
+        assert plain == n_params(torchvision.models.resnet18()) == 11_689_512
+        assert n_params(dynet_resnet(width=0.5, stem="cifar", num_classes=10)) > 0
+    with pytest.raises(ValueError, match="stem"):
+        dy_resnet(stem="tiny")
+    with pytest.raises(ValueError, match="width"):
+        dy_resnet(width=0)

@@ -4,21 +4,23 @@
   (semantic segmentation): seeded, deterministic per (seed, index), vectorised for streaming.
 - :class:`FlyingChairs`, :class:`Middlebury`, :class:`VOCSegmentation`, :class:`CocoDetection`,
   :class:`RGBDSaliency`, :class:`ImageFolder`: readers of the real layouts.
+- :class:`Digits`: scikit-learn's bundled real handwritten digits (image classification, 10 classes).
 - :func:`texture_pool`: photo textures (scikit-image, ``pip install dynzoo[train]``) or procedural ones.
 
 Samples are dicts: flow datasets give ``image1``, ``image2`` (3, H, W) float in [0, 1], ``flow``
 (2, H, W) pixels and ``valid`` (H, W) bool; segmentation datasets give ``image`` and ``label`` (H, W)
 int64 with 255 = ignore; COCO samples give ``image``, ``boxes`` (x1y1x2y2), ``labels`` (category ids);
 RGB-D saliency samples ``image``, ``depth`` (1, H, W) in [0, 1] and ``mask`` (H, W) bool; image-folder
-samples ``image`` and ``label`` (int).
+and digits samples ``image`` and ``label`` (int).
 """
+from zoo.data.digits import Digits
 from zoo.data.flying_shapes import FlyingShapes
 from zoo.data.readers import CocoDetection, FlyingChairs, ImageFolder, Middlebury, RGBDSaliency, VOCSegmentation
 from zoo.data.shapes import Shapes
 from zoo.data.textures import texture_pool
 
 __all__ = ["FlyingShapes", "Shapes", "FlyingChairs", "Middlebury", "VOCSegmentation", "CocoDetection", "RGBDSaliency",
-           "ImageFolder", "texture_pool"]
+           "ImageFolder", "Digits", "texture_pool"]
 
 
 def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: int = 0,
@@ -31,7 +33,13 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     ``flyingchairs:PATH@val``, ``@all`` for every item of a folder without a split file), else ``split``
     is used; for ``coco`` the part after ``@`` is the annotation json (``coco:PATH@instances_val2017.json``,
     a file name under ``PATH/annotations`` or a path), by default the single ``annotations/instances_*.json``.
+    ``digits[@train|@test|@all]``: scikit-learn's handwritten digits at 32 x 32 (:class:`Digits`; its fixed
+    split, ``size`` and ``seed`` do not apply); bare ``digits`` is the train split when ``split`` is
+    "train", else the test split (there is no separate validation split).
     """
+    name, _, given_split = spec.partition("@")
+    if name == "digits":
+        return Digits(given_split or ("train" if split == "train" else "test"))
     kind, _, rest = spec.partition(":")
     if kind in ("flying-shapes", "shapes"):
         cls = FlyingShapes if kind == "flying-shapes" else Shapes
@@ -59,8 +67,8 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     if kind == "imagefolder":
         return ImageFolder(path)
     raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], flyingchairs:PATH, "
-                     "middlebury:PATH, voc:PATH[@split], coco:PATH[@annotations.json], rgbd-sod:PATH or "
-                     "imagefolder:PATH")
+                     "middlebury:PATH, voc:PATH[@split], coco:PATH[@annotations.json], rgbd-sod:PATH, "
+                     "imagefolder:PATH or digits[@train|@test]")
 
 
 __all__.append("dataset_from_spec")

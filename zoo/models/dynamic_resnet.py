@@ -16,6 +16,13 @@ same factory and passes the hook to the parent for ``conv2``.
 - ``dynet_resnet``: every 3x3 conv is :class:`zoo.ops.dynet.DyNetConv2d` (T = 4 fixed kernels fused with
   unconstrained coefficients FC(GAP(x))).
 
+Small variants (zoo's options, not in the papers): ``width`` scales every stage's channels (64, 128, 256,
+512 x width, rounded; :class:`zoo.models.resnet.ResNet`'s ``width``); ``stem="cifar"`` replaces the
+ImageNet stem (7x7 stride-2 conv + 3x3 stride-2 max-pool, /4) by a 3x3 stride-1 conv and no max-pool, the
+usual ResNet layout for 32x32 inputs (CIFAR), so 32x32 images reach layer4 at 4x4 instead of 1x1;
+``dynamic=False`` builds the same network with plain ``nn.Conv2d`` 3x3 convs (torchvision's BasicBlock, no
+bias), the static baseline of a DY-conv comparison. The defaults give the papers' ResNet-18.
+
 Interpretation choices: the 7x7 stem conv stays static (Dynamic Convolution keeps the first layer
 static); the 1x1 projection shortcuts (``downsample.0``) stay static as well, "every 3x3 conv" being our
 reading (the shortcut holds 1.5% of the conv weights); the dynamic convs keep their per-kernel biases
@@ -79,20 +86,37 @@ def _block(base: type[DynamicBasicBlock], num_kernels: int) -> type[DynamicBasic
     return type(f"{base.__name__}K{num_kernels}", (base,), {"num_kernels": num_kernels})
 
 
-def _build(base: type[DynamicBasicBlock], depth: int, num_kernels: int, num_classes: int) -> ResNet:
+STEMS = ("imagenet", "cifar")
+
+
+def _build(base: type[DynamicBasicBlock], depth: int, num_kernels: int, num_classes: int, width: float,
+           stem: str, dynamic: bool) -> ResNet:
     if depth not in _LAYERS:
         raise ValueError(f"dynamic ResNet depth must be one of {sorted(_LAYERS)}, got {depth}")
-    return ResNet(_block(base, num_kernels), _LAYERS[depth], num_classes=num_classes)
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    block = _block(base, num_kernels)  # validates num_kernels either way
+    block = block if dynamic else BasicBlock
+    model = ResNet(block, _LAYERS[depth], num_classes=num_classes, width=width)
+    if stem == "cifar":  # 3x3 stride-1 stem conv, no max-pool; same key (conv1.weight), ResNet's init
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    return model
 
 
 @register_arch("dy_resnet")
-def dy_resnet(*, depth: int = 18, num_kernels: int = 4, num_classes: int = 1000) -> ResNet:
+def dy_resnet(*, depth: int = 18, num_kernels: int = 4, num_classes: int = 1000, width: float = 1.0,
+              stem: str = "imagenet", dynamic: bool = True) -> ResNet:
     """DY-ResNet-18/34 (Dynamic Convolution): every 3x3 conv a :class:`DyConv2d` with ``num_kernels``
-    kernels; random init, temperature 1 (set it with ``zoo.ops.dy_conv.set_temperature``)."""
-    return _build(DyConvBasicBlock, depth, num_kernels, num_classes)
+    kernels; random init, temperature 1 (set it with ``zoo.ops.dy_conv.set_temperature``). ``width``,
+    ``stem`` ("imagenet" or "cifar") and ``dynamic`` (False: plain 3x3 convs) as the module docstring."""
+    return _build(DyConvBasicBlock, depth, num_kernels, num_classes, width, stem, dynamic)
 
 
 @register_arch("dynet_resnet")
-def dynet_resnet(*, depth: int = 18, num_kernels: int = 4, num_classes: int = 1000) -> ResNet:
-    """DyNet-ResNet-18/34: every 3x3 conv a :class:`DyNetConv2d` fusing ``num_kernels`` fixed kernels."""
-    return _build(DyNetBasicBlock, depth, num_kernels, num_classes)
+def dynet_resnet(*, depth: int = 18, num_kernels: int = 4, num_classes: int = 1000, width: float = 1.0,
+                 stem: str = "imagenet", dynamic: bool = True) -> ResNet:
+    """DyNet-ResNet-18/34: every 3x3 conv a :class:`DyNetConv2d` fusing ``num_kernels`` fixed kernels;
+    ``width``, ``stem`` and ``dynamic`` as :func:`dy_resnet`."""
+    return _build(DyNetBasicBlock, depth, num_kernels, num_classes, width, stem, dynamic)
