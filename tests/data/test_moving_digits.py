@@ -1,4 +1,4 @@
-"""zoo.data.moving_digits: real-digit Moving-MNIST sequences (scikit-learn's bundled digits) and presets."""
+"""zoo.data.moving_digits: real-digit Moving-MNIST sequences (scikit-learn's bundled digits)."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from zoo.data.moving_digits import MovingDigits, VideoFramesPostprocess, VideoFramesTransforms, load_digit_images  # noqa: E402
-from zoo.errors import InputError  # noqa: E402
+from zoo.data.moving_digits import MovingDigits, load_digit_images  # noqa: E402
 
 
 def test_digits_are_real_and_upscaled():
@@ -62,19 +61,3 @@ def test_bad_arguments():
     with pytest.raises(IndexError):
         MovingDigits(2)[2]
 
-
-def test_video_frames_presets():
-    t = VideoFramesTransforms(64)
-    u8 = torch.full((2, 10, 32, 32), 255, dtype=torch.uint8)
-    out = t(u8)
-    assert out.shape == (2, 10, 1, 64, 64) and out.dtype == torch.float32
-    torch.testing.assert_close(out, torch.ones_like(out))
-    with pytest.raises(InputError):
-        t(torch.zeros(2, 10, 3, 64, 64))
-    with pytest.raises(InputError):
-        t(torch.zeros(2, 10, 64, 64, dtype=torch.int64))
-    post = VideoFramesPostprocess()
-    pred = torch.tensor([-0.5, 0.5, 1.5]).view(1, 3, 1, 1, 1).expand(1, 3, 1, 8, 8)
-    res = post(pred, (16, 16))
-    assert res.shape == (1, 3, 1, 16, 16)
-    torch.testing.assert_close(res[0, :, 0, 0, 0], torch.tensor([0.0, 0.5, 1.0]))

@@ -1,4 +1,4 @@
-"""``MovingDigits``: Moving-MNIST-style sequences from real handwritten digits, and the ``video-frames`` presets.
+"""``MovingDigits``: Moving-MNIST-style sequences from real handwritten digits (presets: :mod:`zoo.video`).
 
 Moving MNIST (Srivastava, Mansimov, Salakhutdinov, ICML 2015, https://arxiv.org/abs/1502.04681; the
 "bouncing MNIST" of DFN, https://arxiv.org/abs/1605.09673): ``num_digits`` digits of 28 x 28 pixels
@@ -36,14 +36,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from zoo.data.shapes import sample_seed
-from zoo.errors import InputError
-from zoo.transforms import register_postprocess, register_transform
 
-__all__ = ["MovingDigits", "load_digit_images", "VideoFramesTransforms", "VideoFramesPostprocess"]
+__all__ = ["MovingDigits", "load_digit_images"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -132,48 +130,3 @@ class MovingDigits(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Tensor]]:
         return [self._split(f) for f in self.generate(indices)]
-
-
-# ------------------------------------------------------------------------------------ presets
-def _to_frames(frames: Tensor) -> Tensor:
-    if not isinstance(frames, Tensor):
-        raise InputError("frames must be a tensor (B, T, 1, H, W)")
-    if frames.dim() == 4:
-        frames = frames.unsqueeze(2)
-    if frames.dim() != 5 or frames.shape[2] != 1:
-        raise InputError(f"frames must have shape (B, T, 1, H, W) or (B, T, H, W), got {tuple(frames.shape)}")
-    if frames.dtype == torch.uint8:
-        return frames.float().div_(255.0)
-    if not frames.is_floating_point():
-        raise InputError(f"frames must be uint8 in [0, 255] or floating point in [0, 1], got {frames.dtype}")
-    return frames
-
-
-def _resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(frames.shape[-2:]) == size:
-        return frames
-    b, t = frames.shape[:2]
-    out = F.interpolate(frames.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-    return out.view(b, t, 1, *size)
-
-
-@register_transform("video-frames")
-class VideoFramesTransforms(nn.Module):
-    """Frames (B, T, 1, H, W) / (B, T, H, W), uint8 or float in [0, 1] -> float (B, T, 1, size, size)."""
-
-    def __init__(self, size: int | None = 64) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, frames: Tensor) -> Tensor:
-        x = _to_frames(frames)
-        return x if self.size is None else _resize(x, (self.size, self.size))
-
-
-@register_postprocess("video-frames")
-class VideoFramesPostprocess(nn.Module):
-    """Predicted frames (B, T, 1, h, w) -> clamped to [0, 1], resized to ``size`` -> (B, T, 1, H, W)."""
-
-    def forward(self, output: Tensor, size: Sequence[int]) -> Tensor:
-        frames = _to_frames(output)
-        return _resize(frames.clamp(0, 1), tuple(int(v) for v in size[-2:]))

@@ -1,0 +1,60 @@
+"""The ``video-frames`` transforms and post-processing presets (video prediction, e.g. ``dfn-moving-mnist``).
+
+Frames are (B, T, 1, H, W) grey sequences, uint8 in [0, 255] or float in [0, 1]; (B, T, H, W) is accepted.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.errors import InputError
+from zoo.transforms import register_postprocess, register_transform
+
+__all__ = ["VideoFramesTransforms", "VideoFramesPostprocess"]
+
+
+def _to_frames(frames: Tensor) -> Tensor:
+    if not isinstance(frames, Tensor):
+        raise InputError("frames must be a tensor (B, T, 1, H, W)")
+    if frames.dim() == 4:
+        frames = frames.unsqueeze(2)
+    if frames.dim() != 5 or frames.shape[2] != 1:
+        raise InputError(f"frames must have shape (B, T, 1, H, W) or (B, T, H, W), got {tuple(frames.shape)}")
+    if frames.dtype == torch.uint8:
+        return frames.float().div_(255.0)
+    if not frames.is_floating_point():
+        raise InputError(f"frames must be uint8 in [0, 255] or floating point in [0, 1], got {frames.dtype}")
+    return frames
+
+
+def _resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(frames.shape[-2:]) == size:
+        return frames
+    b, t = frames.shape[:2]
+    out = F.interpolate(frames.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+    return out.view(b, t, 1, *size)
+
+
+@register_transform("video-frames")
+class VideoFramesTransforms(nn.Module):
+    """Frames (B, T, 1, H, W) / (B, T, H, W), uint8 or float in [0, 1] -> float (B, T, 1, size, size)."""
+
+    def __init__(self, size: int | None = 64) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, frames: Tensor) -> Tensor:
+        x = _to_frames(frames)
+        return x if self.size is None else _resize(x, (self.size, self.size))
+
+
+@register_postprocess("video-frames")
+class VideoFramesPostprocess(nn.Module):
+    """Predicted frames (B, T, 1, h, w) -> clamped to [0, 1], resized to ``size`` -> (B, T, 1, H, W)."""
+
+    def forward(self, output: Tensor, size: Sequence[int]) -> Tensor:
+        frames = _to_frames(output)
+        return _resize(frames.clamp(0, 1), tuple(int(v) for v in size[-2:]))
