@@ -30,6 +30,7 @@ _BUILTIN = {
     "mmdet-rcnn": "zoo.converters.mmdet_rcnn",
     "adelaidet-condinst": "zoo.converters.adelaidet_condinst",
     "mmdet-condinst": "zoo.converters.mmdet_condinst",
+    "deformable-convnets-rfcn": "zoo.converters.deformable_convnets_rfcn",
 }
 _USER: dict[str, Converter] = {}
 
@@ -88,14 +89,20 @@ def convert_file(source: str, src: str | Path, dst: str | Path) -> dict[str, obj
     """Convert an official checkpoint file to a zoo safetensors file.
 
     Official checkpoints are pickles: running a converter on one is the opt-in, and the file is still
-    read with ``torch.load(weights_only=True)``.
+    read with ``torch.load(weights_only=True)``. MXNet ``.params`` files are read without MXNet by
+    :func:`zoo.converters.mxnet_params.load_params`.
     """
     from safetensors.torch import save_file
 
     from zoo.weights import read_state_dict, sha256_file
 
     fn = get_converter(source)
-    state = read_state_dict(src, allow_pickle=True)
+    if Path(src).suffix == ".params":
+        from zoo.converters.mxnet_params import load_params
+
+        state = load_params(src)
+    else:
+        state = read_state_dict(src, allow_pickle=True)
     out = fn(state)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

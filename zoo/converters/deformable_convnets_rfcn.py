@@ -1,0 +1,173 @@
+"""msracver/Deformable-ConvNets R-FCN (``resnet_v1_101_rfcn``, MXNet) -> zoo ``rfcn`` (registry ``rfcn-r101``).
+
+Checkpoints: ``rfcn_coco-0000.params`` (and the ``rfcn_coco-%04d.params`` written by its training),
+read without MXNet by :mod:`zoo.converters.mxnet_params` (``arg:`` / ``aux:`` prefixes stripped; keys
+that still carry them are accepted too). Symbol: ``rfcn/symbols/resnet_v1_101_rfcn.py`` with
+``experiments/rfcn/cfgs/resnet_v1_101_coco_trainval_rfcn_end2end_ohem.yaml`` (81 classes, 12 anchors,
+``CLASS_AGNOSTIC: true``).
+
+Key mapping (MXNet parameter -> zoo):
+
+    conv1_weight, bn_conv1_*                          -> backbone.body.conv1.weight, backbone.body.bn1.*
+    res{S}{B}_branch2{a,b,c}_weight                   -> backbone.body.layer{S-1}.{i}.conv{1,2,3}.weight
+    bn{S}{B}_branch2{a,b,c}_*                         -> backbone.body.layer{S-1}.{i}.bn{1,2,3}.*
+    res{S}a_branch1_weight, bn{S}a_branch1_*          -> backbone.body.layer{S-1}.0.downsample.{0,1}.*
+    rpn_conv_3x3_*, rpn_cls_score_*, rpn_bbox_pred_*  -> rpn.head.conv.*, rpn.head.cls_logits.*, rpn.head.bbox_pred.*
+    conv_new_1_*, rfcn_cls_*, rfcn_bbox_*             -> roi_heads.{conv_new_1,rfcn_cls,rfcn_bbox}.*
+
+with S = 2..5 and block B = a, b, c (res2, res5: i = 0, 1, 2) or a, b1, b2, ... (res3 b1..b3, res4
+b1..b22: i = 0, n); BN ``gamma``/``beta`` (``arg:``) and ``moving_mean``/``moving_var`` (``aux:``) ->
+``weight``/``bias``/``running_mean``/``running_var`` (eps 1e-5 in both). MXNet convolution weights
+are (out, in, kh, kw) as torch's, so every tensor passes unchanged except ``rfcn_bbox``:
+
+- RPN: ``rpn_cls_score`` has 2A channels, A bg scores then A fg scores (the symbol's
+  ``Reshape(0, 2, -1, 0)``), which is the layout ``zoo.models.rfcn.RFCNRPNHead`` reads;
+  ``rpn_bbox_pred`` is anchor-major (4 deltas per anchor) as torchvision's; anchors are ratio-major
+  (``generate_anchors``: each ratio 0.5, 1, 2 for all scales 4..32 x 16) as torchvision's
+  ``AnchorGenerator``; RPN deltas are unnormalised (``RPN_BBOX_WEIGHTS`` 1, box coder weights 1).
+- ``rfcn_cls``: 7*7*81 channels, class-major PS maps over background + the 80 COCO classes in
+  category-id order, as zoo's head (labels map to COCO ids with ``COCO_IDS``).
+- ``rfcn_bbox``: training regresses deltas normalised by ``BBOX_STDS`` (0.1, 0.1, 0.2, 0.2)
+  (``BBOX_NORMALIZATION_PRECOMPUTED``), as zoo's box coder weights (10, 10, 5, 5) expect. The
+  ``do_checkpoint`` callback (``rfcn/core/callback.py``) additionally saves ``rfcn_bbox_weight_test`` =
+  weight * s and ``rfcn_bbox_bias_test`` = bias * s + m, with s = ``mx.nd.repeat(stds, 49)`` and m the
+  same for ``BBOX_MEANS`` (0), where ``stds`` = ``np.tile(BBOX_STDS, 2)`` has 8 entries and 49 =
+  392 / 8: ``repeat`` without an axis repeats each element, so output channel ch (= coordinate
+  ch // 49 of the 8 bg/fg deltas, bin ch % 49) is scaled by ``BBOX_STDS[(ch // 49) % 4]``. The
+  reference tester loads with ``load_param(process=True)``, which replaces ``rfcn_bbox_*`` by the
+  ``_test`` copies and decodes without stds. Here: if ``*_test`` keys are present they are un-scaled,
+  (x - m) / s, and used (the plain training copies, equal up to rounding, are dropped); if only the
+  plain ``rfcn_bbox_*`` are present they are taken as the unscaled training values, unless
+  ``bbox_scaled=True`` says they were already replaced by the scaled copies (a file re-saved after
+  ``load_param(process=True)``).
+
+Every key must map and every zoo key must be present, else :class:`~zoo.errors.StateDictMismatchError`.
+This symbol has no aux states other than BatchNorm moving statistics, so nothing is ignored.
+Deformable variants (``resnet_v1_101_rfcn_dcn``: ``*_offset`` keys, deformable PS RoI pooling) are
+not handled.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from zoo.converters import remap_keys
+from zoo.errors import StateDictMismatchError
+
+__all__ = ["BBOX_MEANS", "BBOX_STDS", "UNITS", "bbox_scale", "convert", "convert_key", "reference_names"]
+
+#: ``TRAIN.BBOX_STDS`` / ``BBOX_MEANS`` of the COCO R-FCN config
+BBOX_STDS = (0.1, 0.1, 0.2, 0.2)
+BBOX_MEANS = (0.0, 0.0, 0.0, 0.0)
+#: bottleneck blocks per stage (res2..res5) of ResNet-v1-101
+UNITS = (3, 4, 23, 3)
+GROUP_SIZE = 7
+_LAYOUT = "Deformable-ConvNets resnet_v1_101_rfcn"
+_BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_var": "running_var"}
+_HEADS = {"rpn_conv_3x3": "rpn.head.conv", "rpn_cls_score": "rpn.head.cls_logits",
+          "rpn_bbox_pred": "rpn.head.bbox_pred", "conv_new_1": "roi_heads.conv_new_1",
+          "rfcn_cls": "roi_heads.rfcn_cls", "rfcn_bbox": "roi_heads.rfcn_bbox"}
+_BLOCK = re.compile(r"^(res|bn)([2-5])([a-z]|b\d+)_branch(1|2[abc])_(\w+)$")
+
+
+def _block_index(block: str) -> int:
+    return int(block[1:]) if len(block) > 1 else ord(block) - ord("a")
+
+
+def convert_key(key: str) -> str | None:
+    """zoo key for one MXNet parameter name (``arg:`` / ``aux:`` optional), None if not in the layout.
+    ``rfcn_bbox_*_test`` map like ``rfcn_bbox_*`` (the values need :func:`bbox_scale`, see :func:`convert`)."""
+    if key.startswith(("arg:", "aux:")):
+        key = key[4:]
+    if key.endswith("_test") and key.startswith("rfcn_bbox_"):
+        key = key[:-len("_test")]
+    if key == "conv1_weight":
+        return "backbone.body.conv1.weight"
+    if key.startswith("bn_conv1_") and key[len("bn_conv1_"):] in _BN:
+        return f"backbone.body.bn1.{_BN[key[len('bn_conv1_'):]]}"
+    for name, target in _HEADS.items():
+        if key in (f"{name}_weight", f"{name}_bias"):
+            return f"{target}.{key[len(name) + 1:]}"
+    m = _BLOCK.match(key)
+    if m is None:
+        return None
+    kind, stage, block, branch, param = m.groups()
+    index = _block_index(block)
+    if branch == "1" and index != 0:
+        return None
+    if kind == "res":
+        if param != "weight":  # the backbone convolutions have no bias (no_bias=True)
+            return None
+        module = "downsample.0" if branch == "1" else f"conv{'abc'.index(branch[1]) + 1}"
+    else:
+        if param not in _BN:
+            return None
+        param = _BN[param]
+        module = "downsample.1" if branch == "1" else f"bn{'abc'.index(branch[1]) + 1}"
+    return f"backbone.body.layer{int(stage) - 1}.{index}.{module}.{param}"
+
+
+def reference_names(units: tuple[int, ...] = UNITS) -> dict[str, str]:
+    """zoo key -> MXNet name of every parameter of ``resnet_v1_101_rfcn`` (``units`` blocks per stage)."""
+    names = ["conv1_weight"] + [f"bn_conv1_{p}" for p in _BN]
+    for stage, n in enumerate(units, start=2):
+        blocks = ["a", "b", "c"] if n == 3 else ["a"] + [f"b{i}" for i in range(1, n)]
+        for i, block in enumerate(blocks):
+            branches = ["1", "2a", "2b", "2c"] if i == 0 else ["2a", "2b", "2c"]
+            for br in branches:
+                names.append(f"res{stage}{block}_branch{br}_weight")
+                names += [f"bn{stage}{block}_branch{br}_{p}" for p in _BN]
+    names += [f"{h}_{p}" for h in _HEADS for p in ("weight", "bias")]
+    return {convert_key(n): n for n in names}  # type: ignore[misc]
+
+
+def bbox_scale(channels: int, values: tuple[float, ...] = BBOX_STDS, group_size: int = GROUP_SIZE) -> Tensor:
+    """Per-output-channel factor of ``do_checkpoint``: ``repeat(tile(values, n), k*k)`` with
+    n = channels / (4 k*k), i.e. channel ch gets ``values[(ch // (k*k)) % 4]`` (float64)."""
+    kk = group_size * group_size
+    if channels % (4 * kk):
+        raise StateDictMismatchError(f"rfcn_bbox has {channels} output channels; expected a multiple of "
+                                     f"4 x {kk} (4 deltas x {group_size}x{group_size} bins per regression class)")
+    tiled = torch.tensor(values, dtype=torch.float64).repeat(channels // (4 * kk))  # np.tile
+    return tiled.repeat_interleave(kk)  # mx.nd.repeat(x, repeats=kk) without an axis
+
+
+def _unscale(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """Invert ``weight * s``, ``bias * s + m`` of ``do_checkpoint`` (computed in float64)."""
+    if weight.shape[0] != bias.shape[0]:
+        raise StateDictMismatchError(f"rfcn_bbox weight has {weight.shape[0]} output channels, bias {bias.shape[0]}")
+    s = bbox_scale(bias.shape[0]).to(weight.device)
+    m = bbox_scale(bias.shape[0], BBOX_MEANS).to(weight.device)
+    w = (weight.double() / s.view(-1, *([1] * (weight.dim() - 1)))).to(weight.dtype)
+    b = ((bias.double() - m) / s).to(bias.dtype)
+    return w, b
+
+
+def convert(state_dict: Mapping[str, Tensor], *, bbox_scaled: bool | None = None) -> dict[str, Tensor]:
+    """Map a Deformable-ConvNets ``resnet_v1_101_rfcn`` parameter dict (names with or without
+    ``arg:`` / ``aux:``) to zoo's ``rfcn`` keys (``rfcn-r101``), undoing ``do_checkpoint``'s bbox std
+    scaling (see the module docstring; ``bbox_scaled`` None = decide from the ``*_test`` keys)."""
+    state = {(k[4:] if k.startswith(("arg:", "aux:")) else k): v for k, v in state_dict.items()}
+    test = {p: state.pop(f"rfcn_bbox_{p}_test") for p in ("weight", "bias") if f"rfcn_bbox_{p}_test" in state}
+    if len(test) == 1:
+        raise StateDictMismatchError(f"not a {_LAYOUT} state dict: only one of rfcn_bbox_weight_test / "
+                                     "rfcn_bbox_bias_test is present")
+    if test and bbox_scaled is False:
+        raise StateDictMismatchError("bbox_scaled=False, but the checkpoint has the scaled rfcn_bbox_*_test copies")
+    if test:  # the reference tester's weights (load_param(process=True)); drop the training copies
+        state.pop("rfcn_bbox_weight", None)
+        state.pop("rfcn_bbox_bias", None)
+    required = reference_names()
+    out = remap_keys(state, convert_key, layout=_LAYOUT, required={} if test else required)
+    if test:
+        out["roi_heads.rfcn_bbox.weight"], out["roi_heads.rfcn_bbox.bias"] = _unscale(test["weight"], test["bias"])
+        missing = [name for key, name in required.items() if key not in out]
+        if missing:
+            raise StateDictMismatchError(f"not a {_LAYOUT} state dict: {', '.join(map(repr, missing))} missing")
+    elif bbox_scaled:
+        out["roi_heads.rfcn_bbox.weight"], out["roi_heads.rfcn_bbox.bias"] = _unscale(
+            out["roi_heads.rfcn_bbox.weight"], out["roi_heads.rfcn_bbox.bias"])
+    return out
