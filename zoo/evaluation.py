@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
         description="Evaluate a zoo model (or the zero-flow baseline) on a dataset; writes JSON.",
-        epilog="Data specs: flyingchairs:PATH, middlebury:PATH, voc:PATH[@split], flying-shapes:N, shapes:N, "
+        epilog="Data specs: flyingchairs:PATH, middlebury:PATH, voc:PATH[@split], flying-shapes:N, shapes:N, shapes-flat:N, "
                "coco:PATH[@annotations.json] (box / mask AP, needs pycocotools), rgbd-sod:PATH (S-measure, F, MAE), "
                "imagefolder:PATH (top-1 / top-5). Runs under torchrun for several processes (gloo).")
     p.add_argument("--data", required=True, help="dataset spec")

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from zoo.data import Shapes, textures
+from zoo.data import Shapes, dataset_from_spec, textures
 from zoo.data.shapes import KINDS, _inside
 
 
@@ -44,6 +44,27 @@ def test_deterministic_and_batch_independent():
     batch = a.__getitems__([1, 4])
     assert torch.equal(batch[1]["label"], a[4]["label"]) and torch.equal(batch[1]["image"], a[4]["image"])
     assert not torch.equal(a[4]["label"], a[5]["label"])
+
+
+def test_flat_background_changes_only_background_pixels():
+    textured = Shapes(length=6, size=(40, 48), seed=2, textures="procedural")
+    flat = Shapes(length=6, size=(40, 48), seed=2, textures="procedural", background="flat")
+    for i in (0, 4):
+        a, b = textured[i], flat[i]
+        assert torch.equal(a["label"], b["label"])
+        ground = b["label"] == 0
+        assert bool(ground.any()) and bool((~ground).any())
+        assert torch.equal(a["image"][:, ~ground], b["image"][:, ~ground])
+        colour = b["image"][:, ground]
+        assert torch.equal(colour, colour[:, :1].expand_as(colour))          # one colour per image
+    colours = {tuple(flat[i]["image"][:, flat[i]["label"] == 0][:, 0].tolist()) for i in range(6)}
+    assert len(colours) == 6                                                 # a new colour per image
+    batch = flat.__getitems__([0, 4])
+    assert torch.equal(batch[1]["image"], flat[4]["image"])
+    spec = dataset_from_spec("shapes-flat:3", size=(40, 48), seed=2, textures="procedural")
+    assert spec.background == "flat" and len(spec) == 3 and torch.equal(spec[0]["image"], flat[0]["image"])
+    with pytest.raises(ValueError, match="background must be"):
+        Shapes(length=1, background="plain")
 
 
 def test_ignore_border_marks_only_boundaries():

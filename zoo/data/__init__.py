@@ -27,8 +27,9 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
                       split: str | None = None, textures: str = "auto"):
     """A dataset from a command-line spec.
 
-    ``flying-shapes[:N]`` / ``shapes[:N]`` (procedural, N samples, default 1e9 / 10000; ``size`` (H, W)
-    and ``seed`` apply), ``flyingchairs:PATH``, ``middlebury:PATH``, ``voc:PATH``, ``coco:PATH``,
+    ``flying-shapes[:N]`` / ``shapes[:N]`` / ``shapes-flat[:N]`` (procedural, N samples, default 1e9 /
+    10000; ``size`` (H, W) and ``seed`` apply; ``shapes-flat`` is :class:`Shapes` with a flat-colour
+    background), ``flyingchairs:PATH``, ``middlebury:PATH``, ``voc:PATH``, ``coco:PATH``,
     ``rgbd-sod:PATH``, ``imagefolder:PATH``; a real-data spec may end in ``@SPLIT`` (``voc:PATH@train``,
     ``flyingchairs:PATH@val``, ``@all`` for every item of a folder without a split file), else ``split``
     is used; for ``coco`` the part after ``@`` is the annotation json (``coco:PATH@instances_val2017.json``,
@@ -41,9 +42,11 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     if name == "digits":
         return Digits(given_split or ("train" if split == "train" else "test"))
     kind, _, rest = spec.partition(":")
-    if kind in ("flying-shapes", "shapes"):
+    if kind in ("flying-shapes", "shapes", "shapes-flat"):
         cls = FlyingShapes if kind == "flying-shapes" else Shapes
         kwargs = {"seed": seed, "textures": textures}
+        if kind == "shapes-flat":
+            kwargs["background"] = "flat"
         if size is not None:
             kwargs["size"] = tuple(size)
         length = int(float(rest)) if rest else (10**9 if kind == "flying-shapes" else 10000)
@@ -66,7 +69,7 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
         return RGBDSaliency(path)
     if kind == "imagefolder":
         return ImageFolder(path)
-    raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], flyingchairs:PATH, "
+    raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], shapes-flat[:N], flyingchairs:PATH, "
                      "middlebury:PATH, voc:PATH[@split], coco:PATH[@annotations.json], rgbd-sod:PATH, "
                      "imagefolder:PATH or digits[@train|@test]")
 

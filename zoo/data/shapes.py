@@ -271,6 +271,10 @@ class Shapes(Dataset):
         textures: texture source for :func:`zoo.data.textures.texture_pool`.
         ignore_border: mark the boundary band with 255.
         texture_size: side of the texture pool images (default: 2 x max(H, W), clamped to 96 .. 384).
+        background: "texture" (a photo/procedural texture like the shapes: figure and ground differ only
+            by texture, hard for a network trained from scratch) or "flat" (one random colour per image,
+            seeded by (seed, i); the shapes keep their textures, so telling figure from ground is easy
+            and the class still has to come from the shape).
     """
 
     num_classes = len(KINDS)
@@ -278,9 +282,12 @@ class Shapes(Dataset):
     def __init__(self, length: int = 10000, size: tuple[int, int] = (128, 128), seed: int = 0,
                  objects: tuple[int, int] = (1, 5), scale: tuple[float, float] = (0.1, 0.35),
                  textures: str = "auto", ignore_border: bool = False,
-                 texture_size: int | None = None) -> None:
+                 texture_size: int | None = None, background: str = "texture") -> None:
         if length < 1:
             raise ValueError(f"length must be positive, got {length}")
+        if background not in ("texture", "flat"):
+            raise ValueError(f"background must be 'texture' or 'flat', got {background!r}")
+        self.background = background
         if not (1 <= objects[0] <= objects[1]):
             raise ValueError(f"objects must be (min, max) with 1 <= min <= max, got {objects}")
         self.length, self.size, self.seed = int(length), (int(size[0]), int(size[1])), int(seed)
@@ -316,6 +323,10 @@ class Shapes(Dataset):
                 raise IndexError(f"index {i} out of range for Shapes of length {self.length}")
         layers = Layers.stack([self._params(int(i)) for i in indices])
         image, top = render_layers(layers, layers.placement, *self.size, self.pool)
+        if self.background == "flat":
+            colours = [[random.Random(sample_seed(self.seed, int(i)) + 1).random() for _ in range(3)] for i in indices]
+            flat = torch.tensor(colours, dtype=image.dtype).view(-1, 3, 1, 1)
+            image = torch.where((top == 0).unsqueeze(1), flat, image)
         label = torch.gather(layers.kind, 1, top.flatten(1)).view_as(top)
         if self.ignore_border:
             lab = label.unsqueeze(1).float()
