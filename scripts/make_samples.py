@@ -16,4 +16,7 @@ if __name__ == "__main__":
     scene = Shapes(size=(128, 128), seed=20261122, textures="skimage")[3]
     write_png((scene["image"] * 255).round().clamp(0, 255).to(torch.uint8), out / "shapes.png")
     write_png(scene["label"].to(torch.uint8).unsqueeze(0), out / "shapes_label.png")
+    flat = Shapes(size=(128, 128), seed=20261122, textures="skimage", background="flat")[3]
+    write_png((flat["image"] * 255).round().clamp(0, 255).to(torch.uint8), out / "shapes_flat.png")
+    write_png(flat["label"].to(torch.uint8).unsqueeze(0), out / "shapes_flat_label.png")
     print("wrote", out)

@@ -53,3 +53,39 @@ def test_main_job_runs_offline_on_the_bundled_weights(tmp_path, monkeypatch):
     truth = read_flo(README.parent / "zoo" / "samples" / "flying_shapes_flow.flo")
     epe = (read_flo(flo) - truth).norm(dim=0).mean()
     assert epe < truth.norm(dim=0).mean(), f"bundled model EPE {float(epe):.2f} px is not better than zero flow"
+
+
+def test_segmentation_example_runs_offline_on_the_bundled_weights(tmp_path, monkeypatch):
+    """The README's segmentation command on the bundled sample: offline, and the labels it predicts
+    (same model through the Python API) beat "background everywhere" on the sample's class map."""
+    import shlex
+
+    import torch
+
+    import zoo
+    from zoo.cli import main
+    from zoo.io import read_image
+
+    section = README.read_text().split("## The main job", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("zoo predict deeplabv2-lsdfn-small")]
+    assert len(lines) == 1, "the main job section shows one segmentation command"
+    argv = shlex.split(lines[0])
+    monkeypatch.chdir(README.parent)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "mask.png"
+    argv[argv.index("--out") + 1] = str(out)
+    assert main(argv[1:]) == 0 and out.stat().st_size > 0
+
+    model = zoo.create("deeplabv2-lsdfn-small", pretrained=True).eval()
+    image = read_image(README.parent / argv[3])[None]
+    truth = read_image(README.parent / "zoo" / "samples" / "shapes_flat_label.png")[0].long()
+    with torch.no_grad():
+        pred = model.postprocess(model(model.transforms(image)), image.shape[-2:])[0]
+
+    def miou(labels: torch.Tensor) -> float:
+        ious = [((labels == c) & (truth == c)).sum() / ((labels == c) | (truth == c)).sum() for c in truth.unique()]
+        return float(torch.stack(ious).mean())
+
+    background = torch.zeros_like(truth)
+    assert (pred == truth).float().mean() > (background == truth).float().mean()
+    assert miou(pred) > miou(background) + 0.2, (miou(pred), miou(background))
