@@ -56,9 +56,9 @@ def test_flat_background_changes_only_background_pixels():
         assert bool(ground.any()) and bool((~ground).any())
         assert torch.equal(a["image"][:, ~ground], b["image"][:, ~ground])
         colour = b["image"][:, ground]
-        assert torch.equal(colour, colour[:, :1].expand_as(colour))          # one colour per image
+        assert torch.equal(colour, colour[:, :1].expand_as(colour))          # one grey level per image
     colours = {tuple(flat[i]["image"][:, flat[i]["label"] == 0][:, 0].tolist()) for i in range(6)}
-    assert len(colours) == 6                                                 # a new colour per image
+    assert len(colours) == 6                                                 # a new level per image
     batch = flat.__getitems__([0, 4])
     assert torch.equal(batch[1]["image"], flat[4]["image"])
     spec = dataset_from_spec("shapes-flat:3", size=(40, 48), seed=2, textures="procedural")

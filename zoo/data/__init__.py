@@ -28,7 +28,7 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     """A dataset from a command-line spec.
 
     ``flying-shapes[:N]`` / ``shapes[:N]`` / ``shapes-flat[:N]`` (procedural, N samples, default 1e9 /
-    10000; ``size`` (H, W) and ``seed`` apply; ``shapes-flat`` is :class:`Shapes` with a flat-colour
+    10000; ``size`` (H, W) and ``seed`` apply; ``shapes-flat`` is :class:`Shapes` with a flat grey
     background), ``flyingchairs:PATH``, ``middlebury:PATH``, ``voc:PATH``, ``coco:PATH``,
     ``rgbd-sod:PATH``, ``imagefolder:PATH``; a real-data spec may end in ``@SPLIT`` (``voc:PATH@train``,
     ``flyingchairs:PATH@val``, ``@all`` for every item of a folder without a split file), else ``split``

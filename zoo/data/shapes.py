@@ -272,7 +272,7 @@ class Shapes(Dataset):
         ignore_border: mark the boundary band with 255.
         texture_size: side of the texture pool images (default: 2 x max(H, W), clamped to 96 .. 384).
         background: "texture" (a photo/procedural texture like the shapes: figure and ground differ only
-            by texture, hard for a network trained from scratch) or "flat" (one random colour per image,
+            by texture, hard for a network trained from scratch) or "flat" (one random grey level per image,
             seeded by (seed, i); the shapes keep their textures, so telling figure from ground is easy
             and the class still has to come from the shape).
     """
@@ -324,8 +324,8 @@ class Shapes(Dataset):
         layers = Layers.stack([self._params(int(i)) for i in indices])
         image, top = render_layers(layers, layers.placement, *self.size, self.pool)
         if self.background == "flat":
-            colours = [[random.Random(sample_seed(self.seed, int(i)) + 1).random() for _ in range(3)] for i in indices]
-            flat = torch.tensor(colours, dtype=image.dtype).view(-1, 3, 1, 1)
+            grey = [random.Random(sample_seed(self.seed, int(i)) + 1).random() for i in indices]
+            flat = torch.tensor(grey, dtype=image.dtype).view(-1, 1, 1, 1).expand(-1, 3, 1, 1)
             image = torch.where((top == 0).unsqueeze(1), flat, image)
         label = torch.gather(layers.kind, 1, top.flatten(1)).view_as(top)
         if self.ignore_border:
