@@ -117,6 +117,56 @@ def test_segmentation_training_on_shapes(tmp_path, user_registry):
     assert state["classifier.weight"].shape[0] == 7
 
 
+def test_warm_start_copies_matching_tensors_and_reports_the_rest(tmp_path):
+    import zoo
+    from safetensors.torch import save_file
+    from zoo.training import warm_start
+
+    torch.manual_seed(1)
+    source = zoo.create("flownets", width=0.0625).state_dict()   # 6-channel conv1, no correlation branch
+    save_file({k: v.contiguous() for k, v in source.items()}, tmp_path / "flownets.safetensors")
+    torch.manual_seed(2)
+    model = zoo.create("flownetc", width=0.0625)
+    fresh = copy.deepcopy(model.state_dict())
+    report = warm_start(model, str(tmp_path / "flownets.safetensors"))
+    ours = model.state_dict()
+    assert report["kept"]["conv1.0.weight"].startswith("shape ") and "conv_redir.0.weight" in report["kept"]
+    assert report["kept"]["conv_redir.0.weight"] == "not in source"
+    for k in report["copied"]:
+        assert torch.equal(ours[k], source[k])
+    for k in report["kept"]:
+        assert torch.equal(ours[k], fresh[k])
+    assert set(report["copied"]) | set(report["kept"]) == set(ours)
+    assert 0 < report["copied_parameters"] < report["total_parameters"] == sum(p.numel() for p in model.parameters())
+
+    lsdfn = zoo.create("flownetc-lsdfn-small")                      # registry weights of the FlowNetS sibling
+    report = warm_start(lsdfn, "flownets-lsdfn-small.flyingshapes-6500")
+    assert report["copied_parameters"] > 0.9 * report["total_parameters"]
+    trained = zoo.create("flownets-lsdfn-small", pretrained="flyingshapes-6500").state_dict()
+    assert "lsdfn.kernel_u.weight" in report["copied"]
+    assert torch.equal(lsdfn.state_dict()["lsdfn.kernel_u.weight"], trained["lsdfn.kernel_u.weight"])
+
+    with pytest.raises(ValueError, match="neither a file nor MODEL.TAG"):
+        warm_start(model, str(tmp_path / "missing"))
+    save_file({"unrelated": torch.zeros(3)}, tmp_path / "unrelated.safetensors")
+    with pytest.raises(ValueError, match="no tensor matches"):
+        warm_start(model, str(tmp_path / "unrelated.safetensors"))
+
+
+def test_warm_started_run_writes_its_report(tmp_path):
+    from safetensors.torch import save_file
+
+    import zoo
+
+    torch.manual_seed(0)
+    source = zoo.create("flownets", width=0.0625).state_dict()
+    save_file({k: v.contiguous() for k, v in source.items()}, tmp_path / "source.safetensors")
+    cfg = _cfg(tmp_path / "run", 1, model="flownetc", warm_start=str(tmp_path / "source.safetensors"))
+    train(cfg, progress=False)
+    report = json.loads((tmp_path / "run" / "warm_start.json").read_text())
+    assert report["source"].endswith("source.safetensors") and "conv1.0.weight" in report["kept"]
+
+
 def test_flow_size_must_be_multiple_of_64(tmp_path):
     with pytest.raises(ValueError, match="multiples of 64"):
         train(_cfg(tmp_path / "bad", 1, size=(60, 64)), progress=False)

@@ -45,6 +45,10 @@ The batch size is the GLOBAL batch (each rank takes batch / N), per-rank losses 
 DDP's gradient average equals the single-process gradient of the same global batch (up to float
 summation order; BatchNorm statistics are per rank).
 
+Warm start (``warm_start``): after the seeded initialisation, every tensor whose name and shape match
+registry weights ``MODEL.TAG`` or a weights file is copied in (e.g. FlowNetC from FlowNetS weights:
+all but conv1, conv3_1 and the redirect conv); ``warm_start.json`` lists what was copied and kept.
+
 Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe, pixel accuracy or
 top1, lr, seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when
 ``eval_data`` is set), checkpoints,
@@ -77,7 +81,7 @@ from zoo.registry import Preset, thaw
 from zoo.transforms import build_transforms
 
 __all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "ClassificationStream", "multiscale_epe_loss", "segmentation_loss", "train",
-           "main"]
+           "main", "warm_start"]
 
 FLOWNET_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2 .. flow6
 
@@ -93,6 +97,7 @@ class TrainConfig:
     num_classes: int | None = None
     pretrained: str | None = None
     init_checkpoint: str | None = None
+    warm_start: str | None = None
     steps: int = 1000
     batch_size: int = 8
     size: tuple = (192, 256)
@@ -385,6 +390,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         pretrained = True if cfg.pretrained == "default" else cfg.pretrained
     model = load_model(cfg.model, pretrained=pretrained, checkpoint=cfg.init_checkpoint,
                        arch_overrides=cfg.arch_overrides, num_classes=cfg.num_classes, device=device)
+    if cfg.warm_start:
+        report = warm_start(model, cfg.warm_start)
+        if rank == 0:
+            (out / "warm_start.json").write_text(json.dumps(report, indent=2) + "\n")
     info = model.info
     task = info.task
     if task not in ("optical-flow", "semantic-segmentation", "image-classification"):
@@ -557,6 +566,42 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- CLI
+def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
+    """Copy into ``model`` every tensor of ``source`` whose name and shape match; return what was done.
+
+    ``source``: ``MODEL.TAG`` (registry weights, resolved like ``zoo.create(MODEL, pretrained=TAG)``)
+    or a weights file (safetensors, or a training checkpoint ``.pt`` read with ``weights_only=True``).
+    Tensors of ``model`` with no match keep their initialisation. The report lists the copied and kept
+    keys and the parameter counts, so a card can say how much of the model was warm-started.
+    """
+    import zoo
+    from zoo.weights import read_state_dict
+
+    path = Path(source)
+    if path.exists():
+        theirs = read_state_dict(path, allow_pickle=path.suffix in (".pt", ".pth", ".ckpt"))
+    else:
+        name, dot, tag = source.rpartition(".")
+        if not dot or not name:
+            raise ValueError(f"warm start {source!r}: neither a file nor MODEL.TAG registry weights "
+                             "(e.g. flownets-lsdfn-small.flyingshapes-6500)")
+        theirs = zoo.create(name, pretrained=tag).state_dict()
+    ours = model.state_dict()
+    copied = [k for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape]
+    if not copied:
+        raise ValueError(f"warm start {source!r}: no tensor matches {type(model).__name__} by name and shape; "
+                         "is it weights of a related architecture?")
+    with torch.no_grad():
+        for k in copied:
+            ours[k].copy_(theirs[k].to(ours[k].dtype))
+    kept = {k: ("shape " + "x".join(map(str, theirs[k].shape)) + " in source" if k in theirs else "not in source")
+            for k in ours if k not in copied}
+    counted = {k for k, _ in model.named_parameters()}
+    return {"source": source, "copied": copied, "kept": kept,
+            "copied_parameters": sum(ours[k].numel() for k in copied if k in counted),
+            "total_parameters": sum(ours[k].numel() for k in counted)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
@@ -573,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--pretrained", default=None, help="start from registry weights (tag or 'default')")
     p.add_argument("--init-checkpoint", default=None, help="start from a weights file")
+    p.add_argument("--warm-start", default=None, metavar="MODEL.TAG|FILE",
+                   help="copy the tensors whose name and shape match from registry weights (e.g. "
+                        "flownets-lsdfn-small.flyingshapes-6500) or a weights file into the fresh model; "
+                        "the rest keeps its initialisation (listed in OUT/warm_start.json)")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="GLOBAL batch size (split over processes)")
     p.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"), help="training crop")
@@ -616,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = TrainConfig(
         model=args.model, out=args.out, data=args.data, arch_overrides=parse_overrides(args.arch_override),
         num_classes=args.num_classes, pretrained=args.pretrained, init_checkpoint=args.init_checkpoint,
+        warm_start=args.warm_start,
         steps=args.steps, batch_size=args.batch_size, size=tuple(args.size), optimizer=args.optimizer,
         lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
         milestones=tuple(args.milestones), gamma=args.gamma, warmup=args.warmup, max_grad_norm=args.max_grad_norm,
