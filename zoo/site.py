@@ -565,6 +565,7 @@ _COPY_JS = """
 (function(){
   function feedback(btn, ok){
     btn.textContent = ok ? "Copied" : "Press Ctrl+C";
+    btn.title = ok ? "Copied to the clipboard" : "The code is selected: press Ctrl+C to copy it";
     setTimeout(function(){ btn.textContent = "Copy"; }, 1500);
   }
   function fallback(text, btn){
