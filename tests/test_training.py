@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from zoo.training import (ClassificationStream, TrainConfig, multiscale_epe_loss, segmentation_loss, train,
+from zoo.training import (ClassificationStream, FlowStream, TrainConfig, multiscale_epe_loss, segmentation_loss, train,
                           training_transforms)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,31 @@ def test_exact_resume_is_bit_identical(tmp_path):
     assert [r["loss"] for r in straight] == [r["loss"] for r in log]
     with pytest.raises(ValueError, match="different batch_size"):
         train(_cfg(tmp_path / "resumed", 6, batch_size=4), progress=False)
+
+
+def test_flow_stream_photometric_jitter_is_seeded_and_leaves_flow_alone():
+    from zoo.data import FlyingShapes
+
+    base = FlyingShapes(size=(64, 96), seed=0, textures="procedural")
+    plain, jittered = FlowStream(base, 0, (64, 96)), FlowStream(base, 0, (64, 96), photometric=1.0)
+    a, b = plain.__getitems__([3, 4]), jittered.__getitems__([3, 4])
+    again = FlowStream(base, 0, (64, 96), photometric=1.0)[4]
+    assert torch.equal(b[1]["image1"], again["image1"]) and torch.equal(b[1]["image2"], again["image2"])
+    for x, y in zip(a, b):
+        assert torch.equal(x["flow"], y["flow"])
+        assert float((x["image1"] - y["image1"]).abs().mean()) > 0.01
+
+
+def test_resume_accepts_checkpoints_from_before_a_config_key_existed(tmp_path):
+    torch.set_num_threads(1)
+    train(_cfg(tmp_path / "run", 2), progress=False)
+    path = tmp_path / "run" / "checkpoint-0000002.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["photometric"]
+    torch.save(ckpt, path)
+    train(_cfg(tmp_path / "run", 3), progress=False)
+    with pytest.raises(ValueError, match="different photometric"):
+        train(_cfg(tmp_path / "run", 4, photometric=0.5), progress=False)
 
 
 def _free_port() -> int:

@@ -25,6 +25,8 @@ Losses:
   to ``size`` at an offset seeded by (seed, p), i.e. a random translation of up to +-s pixels (no flips:
   digits are not mirror-symmetric); images of another size are cropped (or zero-padded) to ``size``
   at that offset.
+- optical-flow augmentation: ``photometric`` = s > 0 applies FlowNet's contrast, colour, gamma,
+  brightness and noise jitter (:mod:`zoo.data.photometric`) scaled by s to both frames, seeded by (seed, p).
 
 Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
 DyConv2d linearly from 30 to 1 over the first 10 epochs): ``temperature_anneal`` = n > 0 sets, before
@@ -74,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from zoo.data.photometric import photometric_jitter
 from zoo.data.shapes import sample_seed
 from zoo.evaluation import evaluate, load_model, parse_overrides
 from zoo.ops.dy_conv import set_temperature, temperature_schedule
@@ -126,12 +129,13 @@ class TrainConfig:
     device: str = "cpu"
     dump_replicas: bool = False
     augment_shift: int = 0
+    photometric: float = 0.0
     temperature_anneal: int = 0
     temperature_start: float = 30.0
 
     # fields that must match when resuming (steps, time limit, logging... may change)
     RESUME_KEYS = ("model", "data", "arch_overrides", "num_classes", "batch_size", "size", "optimizer",
-                   "seed", "textures", "flow_reduction")
+                   "seed", "textures", "flow_reduction", "photometric")
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -271,6 +275,31 @@ class ClassificationStream(PositionStream):
 
     def __getitems__(self, positions: Sequence[int]) -> list[dict]:
         return [self[p] for p in positions]
+
+
+PHOTOMETRIC_SALT = 0x9E3779B97F4A7C15 >> 1
+
+
+class FlowStream(PositionStream):
+    """:class:`PositionStream` for flow pairs with optional photometric jitter
+    (:func:`zoo.data.photometric.photometric_jitter` at ``strength``, seeded by (seed, p))."""
+
+    def __init__(self, base: Dataset, seed: int, size: tuple[int, int], photometric: float = 0.0) -> None:
+        super().__init__(base, seed, size)
+        self.photometric = photometric
+
+    def _jitter(self, sample: dict, p: int) -> dict:
+        if self.photometric > 0:
+            sample = dict(sample)
+            sample["image1"], sample["image2"] = photometric_jitter(
+                sample["image1"], sample["image2"], sample_seed(self.seed, p) ^ PHOTOMETRIC_SALT, self.photometric)
+        return sample
+
+    def __getitem__(self, p: int) -> dict:
+        return self._jitter(super().__getitem__(p), p)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
+        return [self._jitter(s, p) for s, p in zip(super().__getitems__(positions), positions)]
 
 
 class StepBatchSampler(Sampler):
@@ -421,7 +450,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         ckpt = torch.load(found[-1], map_location=device, weights_only=True)
         old = ckpt["config"]
         new = _config_dict(cfg)
-        diff = [k for k in TrainConfig.RESUME_KEYS if old.get(k) != new.get(k)]
+        diff = [k for k in TrainConfig.RESUME_KEYS  # keys added later: an old checkpoint ran with the default
+                if old.get(k, getattr(TrainConfig, k, None)) != new.get(k)]
         if diff:
             raise ValueError(f"{found[-1]} was written by a run with different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out")
@@ -439,6 +469,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
     if task == "image-classification":
         stream: PositionStream = ClassificationStream(base, cfg.seed, tuple(cfg.size), cfg.augment_shift)
+    elif task == "optical-flow":
+        stream = FlowStream(base, cfg.seed, tuple(cfg.size), cfg.photometric)
     else:
         stream = PositionStream(base, cfg.seed, tuple(cfg.size))
     sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
@@ -649,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads per process")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.add_argument("--dump-replicas", action="store_true", help="also write replica-RANK.safetensors (DDP checks)")
+    p.add_argument("--photometric", type=float, default=d.photometric, metavar="STRENGTH",
+                   help="optical flow: FlowNet's photometric jitter scaled by STRENGTH in [0, 1] (0 = off)")
     p.add_argument("--augment-shift", type=int, default=d.augment_shift,
                    help="classification: random translation of up to +-N pixels (zero padding)")
     p.add_argument("--temperature-anneal", type=int, default=d.temperature_anneal, metavar="STEPS",
@@ -673,7 +707,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         workers=args.workers, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, eval_data=args.eval_data, eval_every=args.eval_every,
         time_limit=args.time_limit, device=args.device, dump_replicas=args.dump_replicas,
-        augment_shift=args.augment_shift, temperature_anneal=args.temperature_anneal,
+        augment_shift=args.augment_shift, photometric=args.photometric, temperature_anneal=args.temperature_anneal,
         temperature_start=args.temperature_start,
     )
     started = False
