@@ -87,6 +87,8 @@ def test_flow_stream_photometric_jitter_is_seeded_and_leaves_flow_alone():
     for x, y in zip(a, b):
         assert torch.equal(x["flow"], y["flow"])
         assert float((x["image1"] - y["image1"]).abs().mean()) > 0.01
+    with pytest.raises(ValueError, match=r"--photometric\) must be a strength in \[0, 1\]"):
+        FlowStream(base, 0, (64, 96), photometric=2.0)
 
 
 def test_resume_accepts_checkpoints_from_before_a_config_key_existed(tmp_path):

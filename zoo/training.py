@@ -285,6 +285,8 @@ class FlowStream(PositionStream):
     (:func:`zoo.data.photometric.photometric_jitter` at ``strength``, seeded by (seed, p))."""
 
     def __init__(self, base: Dataset, seed: int, size: tuple[int, int], photometric: float = 0.0) -> None:
+        if not 0.0 <= photometric <= 1.0:
+            raise ValueError(f"photometric (--photometric) must be a strength in [0, 1], got {photometric}")
         super().__init__(base, seed, size)
         self.photometric = photometric
 
