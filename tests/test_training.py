@@ -180,6 +180,40 @@ def test_warm_start_copies_matching_tensors_and_reports_the_rest(tmp_path):
         warm_start(model, str(tmp_path / "unrelated.safetensors"))
 
 
+def test_warm_start_expands_plain_flownet_weights_into_the_lsdfn_network(tmp_path):
+    from safetensors.torch import save_file
+
+    import zoo
+    from zoo.training import warm_start
+
+    torch.manual_seed(3)
+    plain = zoo.create("flownets", width=0.125, batch_norm=True)
+    with torch.no_grad():                      # non-trivial BN statistics, so eval outputs depend on them
+        for m in plain.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, tmp_path / "plain.safetensors")
+    torch.manual_seed(4)
+    lsdfn = zoo.create("flownets", width=0.125, batch_norm=True,
+                       lsdfn={"out_channels": 5, "kernel_size": 3, "samples_per_side": 3, "sample_stride": 2})
+    report = warm_start(lsdfn, str(tmp_path / "plain.safetensors"))
+    assert set(report["expanded"]) == {"conv4.0.weight", "predict_flow3.weight", "deconv2.0.weight"}
+    assert all(k.startswith("lsdfn.") for k in report["kept"])
+    ours, theirs = lsdfn.state_dict(), plain.state_dict()
+    c = plain.conv3_1[0].out_channels
+    assert torch.equal(ours["conv4.0.weight"][:, :c], theirs["conv4.0.weight"][:, :c])
+    assert torch.equal(ours["conv4.0.weight"][:, c + 5:], theirs["conv4.0.weight"][:, c:])
+    assert not ours["predict_flow3.weight"][:, c:c + 5].any() and not ours["deconv2.0.weight"][c:c + 5].any()
+    x = torch.randn(2, 6, 64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(lsdfn(x), plain(x), rtol=1e-4, atol=1e-5)
+        assert lsdfn.lsdfn(lsdfn.conv3_1(lsdfn.conv3(lsdfn.conv2(lsdfn.conv1(x))))).abs().sum() > 0
+
+    report = warm_start(plain, str(tmp_path / "plain.safetensors"))   # no inserted channels: plain copy
+    assert report["expanded"] == {} and report["kept"] == {}
+
+
 def test_warm_started_run_writes_its_report(tmp_path):
     from safetensors.torch import save_file
 

@@ -170,6 +170,19 @@ class FlowNet(nn.Module):
         if self.lsdfn is not None:
             self.lsdfn.reset_parameters()
 
+    def inserted_input_channels(self) -> dict[str, tuple[int, int, int]]:
+        """Where the LS-DFN output enters the plain network: ``{parameter: (dim, start, count)}``.
+
+        Its channels follow conv3_1's in every consumer (conv4, predict_flow3, deconv2), so the plain
+        FlowNet's tensors fit these with ``count`` input channels inserted at ``start``; zero there, the
+        LS-DFN network computes exactly what the plain one does (see :func:`zoo.training.warm_start`).
+        """
+        if self.lsdfn is None:
+            return {}
+        start, count = self.conv3_1[0].out_channels, self.lsdfn.out_channels
+        return {"conv4.0.weight": (1, start, count), "predict_flow3.weight": (1, start, count),
+                "deconv2.0.weight": (0, start, count)}   # ConvTranspose2d weights are (in, out, kH, kW)
+
     # -------------------------------------------------------------------------------- forward
     def _check(self, x: Tensor) -> None:
         s = check_shape(x, "B,C,H,W", "x", C=6)
