@@ -679,7 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-checkpoint", default=None, help="start from a weights file")
     p.add_argument("--warm-start", default=None, metavar="MODEL.TAG|FILE",
                    help="copy the tensors whose name and shape match from registry weights (e.g. "
-                        "flownets-lsdfn-small.flyingshapes-6500) or a weights file into the fresh model; "
+                        "flownets-lsdfn-small.flyingshapes-6500) or a weights file into the fresh model "
+                        "(plain FlowNet weights fill a FlowNet with LS-DFN, zero on the LS-DFN channels); "
                         "the rest keeps its initialisation (listed in OUT/warm_start.json)")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="GLOBAL batch size (split over processes)")
