@@ -167,9 +167,10 @@ def test_warm_start_copies_matching_tensors_and_reports_the_rest(tmp_path):
     assert 0 < report["copied_parameters"] < report["total_parameters"] == sum(p.numel() for p in model.parameters())
 
     lsdfn = zoo.create("flownetc-lsdfn-small")                      # registry weights of the FlowNetS sibling
-    report = warm_start(lsdfn, "flownets-lsdfn-small.flyingshapes-warm-11000")
+    sibling_tag = zoo.model_info("flownets-lsdfn-small").default_tag
+    report = warm_start(lsdfn, f"flownets-lsdfn-small.{sibling_tag}")
     assert report["copied_parameters"] > 0.9 * report["total_parameters"]
-    trained = zoo.create("flownets-lsdfn-small", pretrained="flyingshapes-warm-11000").state_dict()
+    trained = zoo.create("flownets-lsdfn-small", pretrained=sibling_tag).state_dict()
     assert "lsdfn.kernel_u.weight" in report["copied"]
     assert torch.equal(lsdfn.state_dict()["lsdfn.kernel_u.weight"], trained["lsdfn.kernel_u.weight"])
 
