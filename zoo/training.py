@@ -665,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
         prog="train.py", description="Train a zoo registry model (optical flow, segmentation or classification).",
-        epilog="Data specs: flying-shapes[:N], shapes[:N], shapes-flat[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
+        epilog="Data specs: flying-shapes[:N][?KEY=VALUE&...], shapes[:N], shapes-flat[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
                "digits[@train], imagefolder:PATH. "
                "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
                "Re-running with the same --out resumes from its newest checkpoint.")

@@ -100,3 +100,24 @@ def test_bad_arguments():
         _ds()[100]
     with pytest.raises(ValueError):
         FlyingShapes(length=0, textures="procedural")
+
+
+def test_spec_options_reach_the_constructor_and_widen_the_motion():
+    from zoo.data import dataset_from_spec
+    wide = dataset_from_spec("flying-shapes:50?object_motion=0.15,0.1,0.4&objects=3,3&textures=procedural",
+                             size=SIZE, seed=3)
+    assert (len(wide), wide.object_motion, wide.objects) == (50, (0.15, 0.1, 0.4), (3, 3))
+    narrow = dataset_from_spec("flying-shapes:50?object_motion=0.15,0.1,0.05&objects=3,3&textures=procedural",
+                               size=SIZE, seed=3)
+    p99 = [d.generate(range(16))["flow"].norm(dim=1).flatten().quantile(0.99) for d in (wide, narrow)]
+    assert p99[0] > 2 * p99[1]
+
+
+@pytest.mark.parametrize("spec, needle", [("flying-shapes?object_speed=1", "object_motion"),
+                                          ("flying-shapes?objects", "KEY=VALUE"),
+                                          ("flying-shapes?seed=4", "own arguments"),
+                                          ("flyingchairs:/x?objects=1,2", "only procedural")])
+def test_bad_spec_options_name_the_option_and_the_choices(spec, needle):
+    from zoo.data import dataset_from_spec
+    with pytest.raises(ValueError, match=needle):
+        dataset_from_spec(spec)

@@ -13,6 +13,8 @@ int64 with 255 = ignore; COCO samples give ``image``, ``boxes`` (x1y1x2y2), ``la
 RGB-D saliency samples ``image``, ``depth`` (1, H, W) in [0, 1] and ``mask`` (H, W) bool; image-folder
 and digits samples ``image`` and ``label`` (int).
 """
+import inspect
+
 from zoo.data.digits import Digits
 from zoo.data.flying_shapes import FlyingShapes
 from zoo.data.readers import CocoDetection, FlyingChairs, ImageFolder, Middlebury, RGBDSaliency, VOCSegmentation
@@ -34,10 +36,16 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     ``flyingchairs:PATH@val``, ``@all`` for every item of a folder without a split file), else ``split``
     is used; for ``coco`` the part after ``@`` is the annotation json (``coco:PATH@instances_val2017.json``,
     a file name under ``PATH/annotations`` or a path), by default the single ``annotations/instances_*.json``.
+    A procedural spec may end in ``?KEY=VALUE&KEY=VALUE`` with constructor arguments of its class
+    (numbers, comma-separated for tuples), e.g. ``flying-shapes?object_motion=0.15,0.1,0.25``.
     ``digits[@train|@test|@all]``: scikit-learn's handwritten digits at 32 x 32 (:class:`Digits`; its fixed
     split, ``size`` and ``seed`` do not apply); bare ``digits`` is the train split when ``split`` is
     "train", else the test split (there is no separate validation split).
     """
+    if "?" in spec and not spec.startswith(("flying-shapes", "shapes")):
+        raise ValueError(f"dataset spec {spec!r}: only procedural datasets (flying-shapes, shapes, shapes-flat) take ?KEY=VALUE options")
+    full = spec
+    spec, _, query = spec.partition("?")
     name, _, given_split = spec.partition("@")
     if name == "digits":
         return Digits(given_split or ("train" if split == "train" else "test"))
@@ -50,6 +58,7 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
         if size is not None:
             kwargs["size"] = tuple(size)
         length = int(float(rest)) if rest else (10**9 if kind == "flying-shapes" else 10000)
+        kwargs.update(_spec_options(full, query, cls))
         return cls(length=length, **kwargs)
     path, at, given = rest.rpartition("@") if "@" in rest else (rest, "", "")
     part = None if given == "all" else (given or split)
@@ -72,6 +81,23 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], shapes-flat[:N], flyingchairs:PATH, "
                      "middlebury:PATH, voc:PATH[@split], coco:PATH[@annotations.json], rgbd-sod:PATH, "
                      "imagefolder:PATH or digits[@train|@test]")
+
+
+def _spec_options(spec: str, query: str, cls: type) -> dict:
+    """``KEY=VALUE&...`` -> constructor kwargs of ``cls``; values are numbers or comma-separated tuples."""
+    allowed = set(inspect.signature(cls).parameters) - {"length", "size", "seed", "self"}
+    options: dict = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in allowed:
+            raise ValueError(f"dataset spec {spec!r}: option {item!r} is not KEY=VALUE with KEY one of "
+                             f"{sorted(allowed)} (length, size and seed have their own arguments)")
+        try:
+            parts = [float(v) if any(c in v for c in ".e") else int(v) for v in value.split(",")]
+        except ValueError:
+            parts = None
+        options[key] = value if parts is None else (tuple(parts) if "," in value else parts[0])
+    return options
 
 
 __all__.append("dataset_from_spec")
