@@ -25,6 +25,9 @@ __all__ = ["FlyingShapes", "Shapes", "FlyingChairs", "Middlebury", "VOCSegmentat
            "ImageFolder", "Digits", "texture_pool"]
 
 
+_PROCEDURAL = ("flying-shapes", "shapes", "shapes-flat")
+
+
 def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: int = 0,
                       split: str | None = None, textures: str = "auto"):
     """A dataset from a command-line spec.
@@ -42,15 +45,15 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     split, ``size`` and ``seed`` do not apply); bare ``digits`` is the train split when ``split`` is
     "train", else the test split (there is no separate validation split).
     """
-    if "?" in spec and not spec.startswith(("flying-shapes", "shapes")):
-        raise ValueError(f"dataset spec {spec!r}: only procedural datasets (flying-shapes, shapes, shapes-flat) take ?KEY=VALUE options")
     full = spec
     spec, _, query = spec.partition("?")
+    if query and spec.partition(":")[0] not in _PROCEDURAL:
+        raise ValueError(f"dataset spec {full!r}: only procedural datasets ({', '.join(_PROCEDURAL)}) take ?KEY=VALUE options")
     name, _, given_split = spec.partition("@")
     if name == "digits":
         return Digits(given_split or ("train" if split == "train" else "test"))
     kind, _, rest = spec.partition(":")
-    if kind in ("flying-shapes", "shapes", "shapes-flat"):
+    if kind in _PROCEDURAL:
         cls = FlyingShapes if kind == "flying-shapes" else Shapes
         kwargs = {"seed": seed, "textures": textures}
         if kind == "shapes-flat":
@@ -93,11 +96,19 @@ def _spec_options(spec: str, query: str, cls: type) -> dict:
             raise ValueError(f"dataset spec {spec!r}: option {item!r} is not KEY=VALUE with KEY one of "
                              f"{sorted(allowed)} (length, size and seed have their own arguments)")
         try:
-            parts = [float(v) if any(c in v for c in ".e") else int(v) for v in value.split(",")]
+            parts = [_number(v) for v in value.split(",")]
         except ValueError:
-            parts = None
-        options[key] = value if parts is None else (tuple(parts) if "," in value else parts[0])
+            options[key] = value
+        else:
+            options[key] = tuple(parts) if len(parts) > 1 else parts[0]
     return options
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 __all__.append("dataset_from_spec")
