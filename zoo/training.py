@@ -625,7 +625,7 @@ def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
         name, dot, tag = source.rpartition(".")
         if not dot or not name:
             raise ValueError(f"warm start {source!r}: neither a file nor MODEL.TAG registry weights "
-                             "(e.g. flownets-small.flyingshapes-25750)")
+                             "(e.g. flownets-small.flyingshapes-28250)")
         theirs = zoo.create(name, pretrained=tag).state_dict()
     ours = model.state_dict()
     inserted = model.inserted_input_channels() if hasattr(model, "inserted_input_channels") else {}
@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-checkpoint", default=None, help="start from a weights file")
     p.add_argument("--warm-start", default=None, metavar="MODEL.TAG|FILE",
                    help="copy the tensors whose name and shape match from registry weights (e.g. "
-                        "flownets-small.flyingshapes-25750) or a weights file into the fresh model "
+                        "flownets-small.flyingshapes-28250) or a weights file into the fresh model "
                         "(plain FlowNet weights fill a FlowNet with LS-DFN, zero on the LS-DFN channels); "
                         "the rest keeps its initialisation (listed in OUT/warm_start.json)")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
