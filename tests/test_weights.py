@@ -244,6 +244,25 @@ def test_user_checkpoints_prefixes_directories_and_pickle_opt_in(user_registry, 
     assert_same_model(pickled, model)
 
 
+def test_a_model_loaded_from_a_file_can_be_saved_and_owns_its_tensors(user_registry, tmp_path):
+    """float32 weights (the file's dtype, no cast) and int64 BatchNorm counters come from one memory map of
+    the file; the loaded model must not keep views of it (torch.save refuses storages shared across dtypes,
+    and a training run checkpoints with torch.save)."""
+    import io
+
+    path = _save(_random_model(4), tmp_path / "w.safetensors")
+    loaded = zoo.create(NAME, checkpoint=path)
+    state = loaded.state_dict()
+    assert {v.dtype for v in state.values()} >= {torch.float32, torch.int64}
+    owners = [v.untyped_storage().data_ptr() for v in state.values()]
+    assert len(set(owners)) == len(owners)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=True)
+    assert all(torch.equal(again[k], v) for k, v in state.items())
+
+
 def test_truncated_or_missing_checkpoint_files(user_registry, tmp_path):
     path = _save(_random_model(1), tmp_path / "w.safetensors")
     path.write_bytes(path.read_bytes()[:200])

@@ -358,12 +358,16 @@ def load_into_meta_model(
     them (weights stored in float16 load into a float32 model as float32)."""
     declared = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
     prepared = {}
-    for key, t in tensors.items():
+    for key, given in tensors.items():
+        t = given
         if t.is_floating_point():
             target = dtype if dtype is not None else declared.get(key, t.dtype)
             if target.is_floating_point and t.dtype != target:
                 t = t.to(target)
-        prepared[key] = t.to(device)
+        t = t.to(device)
+        # assign=True keeps the tensor itself: one that was not copied above may be a view of the file's
+        # memory map shared with tensors of other dtypes, which torch.save refuses to write
+        prepared[key] = t.clone() if t is given else t
     model.load_state_dict(prepared, strict=False, assign=True)
     for module in model.modules():
         own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
