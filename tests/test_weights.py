@@ -280,6 +280,31 @@ def test_pretrained_without_weights_or_unknown_tag(user_registry, published):
     assert zoo.create(f"{NAME}.v1").weights_tag == "v1"
 
 
+def test_release_card_describes_the_file_it_ships_with(user_registry, tmp_path):
+    """A commit cannot contain its own hash: the released card's row for the published tag gives "this commit"
+    and the new file's sha256 and size, not the registry's previous pin; other tags keep theirs."""
+    from zoo.publish import write_release
+
+    weights = _weights_entry({"repo": REPO, "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
+                              "size": 1}, "v1")
+    weights["tags"]["v0"] = {**weights["tags"]["v1"], "revision": "c" * 40}
+    user_registry(NAME, weights)
+    path = _save(_random_model(3), tmp_path / "w.safetensors")
+
+    def weight_rows(folder):
+        card = (folder / "README.md").read_text()
+        return {line.split("`")[1]: line for line in card.splitlines() if f"`{REPO}`" in line}
+
+    entry = write_release(NAME, path, tmp_path / "out", tag="v1")
+    rows = weight_rows(tmp_path / "out")
+    assert "| this commit |" in rows["v1"] and f"`{entry['sha256'][:16]}…`" in rows["v1"]
+    assert f"| {entry['size']:,} B |" in rows["v1"] and "aaaaaaaaaaaa" not in rows["v1"]
+    assert "| `cccccccccccc` |" in rows["v0"] and "`bbbbbbbbbbbbbbbb…`" in rows["v0"]
+    write_release(NAME, path, tmp_path / "untagged")
+    untagged = weight_rows(tmp_path / "untagged")
+    assert "| `aaaaaaaaaaaa` |" in untagged["v1"] and "this commit" not in "".join(untagged.values())
+
+
 def test_half_precision_release_loads_as_float32(user_registry, tmp_path):
     model = _random_model(3).eval()
     path = _save(model, tmp_path / "w.safetensors")

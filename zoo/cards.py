@@ -11,6 +11,7 @@ every entry and a test fails when a card is stale, so cards cannot drift from th
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from importlib import resources
 from pathlib import Path
@@ -120,7 +121,7 @@ def _paper_section(info: ModelInfo) -> str:
     return f"{link}. {p.authors}. {p.venue}, {p.year}.\n\n```bibtex\n{bibtex(info)}\n```"
 
 
-def _weights_section(info: ModelInfo) -> str:
+def _weights_section(info: ModelInfo, this_release: str | None = None) -> str:
     if not info.weights:
         return ("No weights are published for this model yet: `pretrained=True` raises an error. Build it with\n"
                 "random initialisation, load your own file with `checkpoint=`, or convert an official\n"
@@ -128,7 +129,8 @@ def _weights_section(info: ModelInfo) -> str:
     rows = ["| tag | repo | revision | file | size | sha256 | source | license |", "|---|---|---|---|---|---|---|---|"]
     for w in info.weights.values():
         default = " (default)" if w.tag == info.default_tag else ""
-        rows.append(f"| `{w.tag}`{default} | `{w.repo}` | `{w.revision[:12]}` | `{w.file}` | {w.size:,} B | "
+        revision = "this commit" if w.tag == this_release else f"`{w.revision[:12]}`"
+        rows.append(f"| `{w.tag}`{default} | `{w.repo}` | {revision} | `{w.file}` | {w.size:,} B | "
                     f"`{w.sha256[:16]}…` | {w.source} | {w.license} |")
     metric_rows = ["| tag | dataset | split | metric | value | how measured |", "|---|---|---|---|---|---|"]
     for w in info.weights.values():
@@ -191,21 +193,23 @@ def _usage_section(info: ModelInfo) -> str:
             f"{body}\n```\n\nCommand line: `zoo info {info.name}`, `zoo card {info.name}`.")
 
 
-def generated_sections(info: ModelInfo) -> dict[str, str]:
+def generated_sections(info: ModelInfo, this_release: str | None = None) -> dict[str, str]:
     return {
         "Paper and citation": _paper_section(info),
-        "Weights": _weights_section(info),
+        "Weights": _weights_section(info, this_release),
         "Transforms": _transforms_section(info),
         "Usage": _usage_section(info),
     }
 
 
-def render_card(info: ModelInfo, hand: dict[str, str], *, weights: list[Weights] | None = None) -> str:
-    """The full card text from the registry record and the hand-written sections."""
+def render_card(info: ModelInfo, hand: dict[str, str], *, weights: list[Weights] | None = None,
+                this_release: str | None = None) -> str:
+    """The full card text from the registry record and the hand-written sections (``this_release``: the tag
+    whose weights row names "this commit" as its revision; see :func:`release_card`)."""
     missing = [s for s in HAND_SECTIONS if not hand.get(s, "").strip()]
     if missing:
         raise RegistryError(f"card {info.card} for {info.name!r} lacks hand-written section(s): {', '.join(missing)}")
-    generated = generated_sections(info)
+    generated = generated_sections(info, this_release)
     parts = ["---", yaml.safe_dump(front_matter(info, weights), sort_keys=False).strip(), "---", "",
              f"# {info.name}", ""]
     for title in ORDER:
@@ -255,9 +259,16 @@ def sync_all(write: bool = True) -> list[str]:
     return changed
 
 
-def hub_readme(info: ModelInfo, weights: Weights | None) -> str:
-    """The README.md uploaded with published weights: the card with front matter for that tag."""
+def release_card(info: ModelInfo, tag: str | None, *, sha256: str, size: int) -> str:
+    """The README.md published with the weights of ``tag``: the current card, whose weights row for ``tag``
+    describes the file being published (its sha256 and size) and gives "this commit" as its revision, because
+    a commit cannot contain its own hash (the registry records the revision after publishing). A ``tag`` not
+    in the registry yet leaves the table as the registry has it. The card is a snapshot: later edits of
+    ``model_cards/<name>.md`` reach the Hub only with the next release."""
     _, sections = split_card(card_path(info).read_text(encoding="utf-8")) if card_path(info).is_file() else ({}, {})
     hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
-    text = render_card(info, hand, weights=[weights] if weights else [])
+    if tag in info.weights:
+        published = dataclasses.replace(info.weights[tag], sha256=sha256, size=size)
+        info = dataclasses.replace(info, weights={**info.weights, tag: published})
+    text = render_card(info, hand, this_release=tag if tag in info.weights else None)
     return text + f"\nPublished with dynzoo {__version__}.\n"

@@ -16,7 +16,7 @@ import torch
 
 from zoo import __version__
 from zoo import weights as W
-from zoo.cards import HAND_SECTIONS, card_path, render_card, split_card
+from zoo.cards import release_card
 from zoo.errors import WeightsError, ZooError
 from zoo.factory import HUB_CONFIG, HUB_WEIGHTS, build_model, model_info
 from zoo.registry import ModelInfo, thaw
@@ -103,14 +103,15 @@ STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16"
 
 
 def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_pickle: bool = False,
-                  dtype: str | None = None) -> dict[str, Any]:
+                  dtype: str | None = None, tag: str | None = None) -> dict[str, Any]:
     """Write the release files (weights, reference tensors, config, card) for ``name`` into ``out_dir``;
     returns file, sha256 and size of the weights.
 
     The weights must load strictly into the registry architecture (keys and shapes), else nothing is written.
     ``dtype`` ("float16", "bfloat16", "float32") stores the floating-point tensors in that type (half the
     size in 16 bits; ``zoo.create`` loads them back in the model's dtype). The reference tensors are
-    computed from the stored weights, so they check exactly what users get.
+    computed from the stored weights, so they check exactly what users get. The card's weights row of
+    ``tag`` describes this file (:func:`zoo.cards.release_card`).
     """
     if dtype is not None and dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
@@ -130,11 +131,10 @@ def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, out / HUB_WEIGHTS, metadata=metadata)
     write_reference_tensors(info, out / HUB_WEIGHTS, out / REFERENCE_FILE)
     (out / HUB_CONFIG).write_text(json.dumps(hub_config(info), indent=2) + "\n")
-    sections = split_card(card_path(info).read_text(encoding="utf-8"))[1] if card_path(info).is_file() else {}
-    hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
-    (out / "README.md").write_text(render_card(info, hand) + f"\nPublished with dynzoo {__version__}.\n")
     path = out / HUB_WEIGHTS
-    return {"file": HUB_WEIGHTS, "sha256": W.sha256_file(path), "size": path.stat().st_size}
+    file = {"file": HUB_WEIGHTS, "sha256": W.sha256_file(path), "size": path.stat().st_size}
+    (out / "README.md").write_text(release_card(info, tag, sha256=file["sha256"], size=file["size"]))
+    return file
 
 
 def publish(
@@ -163,7 +163,7 @@ def publish(
 
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
         folder = Path(out_dir) if out_dir else Path(tmp) / "release"
-        entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle, dtype=dtype)}
+        entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle, dtype=dtype, tag=tag)}
         if tag:
             entry["tag"] = tag
         if store is not None:
