@@ -20,7 +20,7 @@ import yaml
 
 from zoo import __version__
 from zoo.errors import RegistryError
-from zoo.registry import ModelInfo, Weights, default_registry, thaw
+from zoo.registry import ModelInfo, default_registry, thaw
 
 HAND_SECTIONS = ("Summary", "Architecture", "Limitations")
 ORDER = ("Summary", "Architecture", "Paper and citation", "Weights", "Transforms", "Usage", "Limitations")
@@ -74,9 +74,8 @@ def split_card(text: str) -> tuple[dict, dict[str, str]]:
 
 
 # ------------------------------------------------------------------------------------ generation
-def front_matter(info: ModelInfo, weights: list[Weights] | None = None) -> dict:
-    weights = list(info.weights.values()) if weights is None else weights
-    metrics = [(w, m) for w in weights for m in w.metrics]
+def front_matter(info: ModelInfo) -> dict:
+    metrics = [(w, m) for w in info.weights.values() for m in w.metrics]
     front: dict = {
         "license": info.license,
         "library_name": "dynzoo",
@@ -202,15 +201,14 @@ def generated_sections(info: ModelInfo, this_release: str | None = None) -> dict
     }
 
 
-def render_card(info: ModelInfo, hand: dict[str, str], *, weights: list[Weights] | None = None,
-                this_release: str | None = None) -> str:
+def render_card(info: ModelInfo, hand: dict[str, str], *, this_release: str | None = None) -> str:
     """The full card text from the registry record and the hand-written sections (``this_release``: the tag
     whose weights row names "this commit" as its revision; see :func:`release_card`)."""
     missing = [s for s in HAND_SECTIONS if not hand.get(s, "").strip()]
     if missing:
         raise RegistryError(f"card {info.card} for {info.name!r} lacks hand-written section(s): {', '.join(missing)}")
     generated = generated_sections(info, this_release)
-    parts = ["---", yaml.safe_dump(front_matter(info, weights), sort_keys=False).strip(), "---", "",
+    parts = ["---", yaml.safe_dump(front_matter(info), sort_keys=False).strip(), "---", "",
              f"# {info.name}", ""]
     for title in ORDER:
         parts.append(f"## {title}")
@@ -267,8 +265,9 @@ def release_card(info: ModelInfo, tag: str | None, *, sha256: str, size: int) ->
     ``model_cards/<name>.md`` reach the Hub only with the next release."""
     _, sections = split_card(card_path(info).read_text(encoding="utf-8")) if card_path(info).is_file() else ({}, {})
     hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
-    if tag in info.weights:
+    this_release = tag if tag in info.weights else None
+    if this_release is not None:
         published = dataclasses.replace(info.weights[tag], sha256=sha256, size=size)
         info = dataclasses.replace(info, weights={**info.weights, tag: published})
-    text = render_card(info, hand, this_release=tag if tag in info.weights else None)
+    text = render_card(info, hand, this_release=this_release)
     return text + f"\nPublished with dynzoo {__version__}.\n"
