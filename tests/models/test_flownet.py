@@ -57,6 +57,18 @@ def test_lsdfn_variant_builds_on_meta(fn):
     assert dyn.lsdfn.in_channels == 256 and dyn.lsdfn.samples_per_side == 9
 
 
+def test_correlation_grid_is_an_argument():
+    with torch.device("meta"):
+        paper = flownetc(width=0.25)
+        fine = flownetc(width=0.25, corr_max_displacement=10, corr_stride=1)
+        short = flownetc(width=0.25, corr_max_displacement=8, corr_stride=1)
+    assert (paper.corr.max_displacement, paper.corr.stride) == (20, 2)
+    assert (fine.corr.max_displacement, fine.corr.stride) == (10, 1)
+    redirect = paper.conv_redir[0].out_channels
+    assert paper.conv3_1[0].in_channels == fine.conv3_1[0].in_channels == redirect + 21 * 21
+    assert short.conv3_1[0].in_channels == redirect + 17 * 17
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="width"):
         flownets(width=0)

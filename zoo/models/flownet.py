@@ -13,7 +13,8 @@ Architecture (width 1): conv = Conv2d(pad (k-1)//2) [+ BN] + LeakyReLU(0.1). Flo
 6-channel pair: conv1 64 7x7/2, conv2 128 5x5/2, conv3 256 5x5/2, conv3_1 256, conv4 512/2, conv4_1,
 conv5 512/2, conv5_1, conv6 1024/2, conv6_1. FlowNetC runs conv1..conv3 (3 -> 64 -> 128 -> 256, shared
 weights) on each frame, correlates the two conv3 maps (:class:`zoo.ops.correlation.Correlation`: max
-displacement 20, stride 2, 441 channels, divided by C), LeakyReLU(0.1), concatenates
+displacement 20, stride 2, 441 channels, divided by C; ``corr_max_displacement`` and ``corr_stride``
+change the grid), LeakyReLU(0.1), concatenates
 [conv_redir(conv3a) (1x1, 32), correlation] (473) and continues with conv3_1 and the FlowNetS trunk.
 Refinement: at each level l = 5..2, ``concat_l = [encoder skip, deconv_l(concat_{l+1}), up(flow_{l+1})]``
 (ConvTranspose 4x4/2 + LeakyReLU; flow up-sampling ConvTranspose(2, 2, 4, 2, 1)), ``predict_flow_l`` =
@@ -96,6 +97,8 @@ class FlowNet(nn.Module):
         deconv_bias, predict_bias, upsample_bias: biases of the deconv / predict_flow / flow
             up-sampling layers (all False in FlowNetPytorch; flownet2-pytorch and mmflow: see converters).
         corr_normalize: divide the correlation by C (FlowNetPytorch, flownet2); mmflow does not.
+        corr_max_displacement, corr_stride: the correlation's displacement range and step, in conv3
+            (1/8-scale) pixels; the paper's 20 and 2 by default. (2 * d // s + 1)^2 channels.
         div_flow: network units -> pixels factor of the eval output (20).
     """
 
@@ -110,6 +113,8 @@ class FlowNet(nn.Module):
         predict_bias: bool = False,
         upsample_bias: bool = False,
         corr_normalize: bool = True,
+        corr_max_displacement: int = 20,
+        corr_stride: int = 2,
         div_flow: float = 20.0,
     ) -> None:
         super().__init__()
@@ -123,7 +128,8 @@ class FlowNet(nn.Module):
         self.conv3 = _conv(c[128], c[256], 5, 2, bn)
         if correlation:
             self.conv_redir = _conv(c[256], c[32], 1, 1, bn)
-            self.corr = Correlation(max_displacement=20, stride=2, kernel_size=1, normalize=corr_normalize)
+            self.corr = Correlation(max_displacement=corr_max_displacement, stride=corr_stride, kernel_size=1,
+                                    normalize=corr_normalize)
             self.conv3_1 = _conv(c[32] + self.corr.out_channels, c[256], 3, 1, bn)
         else:
             self.conv3_1 = _conv(c[256], c[256], 3, 1, bn)
@@ -287,9 +293,12 @@ def flownetc(
     predict_bias: bool = False,
     upsample_bias: bool = False,
     corr_normalize: bool = True,
+    corr_max_displacement: int = 20,
+    corr_stride: int = 2,
     div_flow: float = 20.0,
 ) -> FlowNet:
     """FlowNetC (FlowNetPytorch layout at the defaults); ``lsdfn`` adds the LS-DFN layer after conv3_1,
     on the merged (correlation + redirect) volume."""
     return _build(True, width, batch_norm, lsdfn, deconv_bias=deconv_bias, predict_bias=predict_bias,
-                  upsample_bias=upsample_bias, corr_normalize=corr_normalize, div_flow=div_flow)
+                  upsample_bias=upsample_bias, corr_normalize=corr_normalize,
+                  corr_max_displacement=corr_max_displacement, corr_stride=corr_stride, div_flow=div_flow)
