@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from zoo.training import (ClassificationStream, FlowStream, TrainConfig, multiscale_epe_loss, segmentation_loss, train,
-                          training_transforms)
+from zoo.errors import WeightsError
+from zoo.training import (ClassificationStream, FlowStream, TrainConfig, average_checkpoints, multiscale_epe_loss,
+                          segmentation_loss, train, training_transforms)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "flownets", "--arch-override", "width=0.0625", "--data", "flying-shapes", "--size", "64", "64",
@@ -333,3 +334,61 @@ def test_classification_stream_shift_is_a_seeded_translation():
     assert all(torch.equal(plain[p]["image"], image) for p in range(5))
     with pytest.raises(ValueError, match="augment_shift"):
         ClassificationStream(base, seed=0, size=(6, 6), shift=-1)
+
+
+# --------------------------------------------------------------------------------- weight averaging
+def _states(n):
+    g = torch.Generator().manual_seed(0)
+    return [{"conv.weight": torch.randn(4, 3, 3, 3, generator=g), "bn.running_var": torch.rand(4, generator=g),
+             "bn.num_batches_tracked": torch.tensor(10 * (i + 1))} for i in range(n)]
+
+
+def test_average_checkpoints_is_the_mean_of_pt_and_safetensors_files(tmp_path):
+    from safetensors.torch import save_file
+
+    states = _states(3)
+    paths = []
+    for i, state in enumerate(states):                 # a training checkpoint, then safetensors files
+        path = tmp_path / (f"checkpoint-{i:07d}.pt" if i == 0 else f"w{i}.safetensors")
+        torch.save({"model": state, "step": i}, path) if i == 0 else save_file(state, str(path))
+        paths.append(path)
+    avg = average_checkpoints(paths)
+    for key in ("conv.weight", "bn.running_var"):
+        expected = (states[0][key].double() + states[1][key].double() + states[2][key].double()) / 3
+        assert avg[key].dtype == torch.float32
+        torch.testing.assert_close(avg[key], expected.float(), rtol=0, atol=1e-7)
+    assert int(avg["bn.num_batches_tracked"]) == 30            # integer tensors: from the last file
+    half = average_checkpoints(paths, dtype=torch.float16)
+    assert half["conv.weight"].dtype == torch.float16 and half["bn.num_batches_tracked"].dtype == torch.int64
+    torch.testing.assert_close(half["conv.weight"].float(), avg["conv.weight"], rtol=1e-3, atol=1e-3)
+
+
+def test_average_checkpoints_lists_mismatched_keys_and_shapes(tmp_path):
+    from safetensors.torch import save_file
+
+    a, b = _states(2)
+    b["conv.weight"] = torch.zeros(4, 3, 1, 1)
+    b["extra.bias"] = torch.zeros(2)
+    del b["bn.running_var"]
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    with pytest.raises(WeightsError, match=r"missing \['bn.running_var'\].*unexpected \['extra.bias'\].*conv.weight"):
+        average_checkpoints([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    with pytest.raises(WeightsError, match="at least one"):
+        average_checkpoints([])
+
+
+def test_average_checkpoints_script_writes_a_loadable_file(tmp_path):
+    from safetensors.torch import save_file
+
+    paths = []
+    for i, state in enumerate(_states(2)):
+        paths.append(tmp_path / f"w{i}.safetensors")
+        save_file(state, str(paths[-1]))
+    out = tmp_path / "avg.safetensors"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "average_checkpoints.py"), "--out", str(out), "--dtype",
+                    "float16", *map(str, paths)], check=True, capture_output=True, cwd=ROOT)
+    avg = load_file(str(out))
+    expected = (load_file(str(paths[0]))["conv.weight"] + load_file(str(paths[1]))["conv.weight"]) / 2
+    assert avg["conv.weight"].dtype == torch.float16
+    torch.testing.assert_close(avg["conv.weight"].float(), expected, rtol=1e-3, atol=1e-3)

@@ -53,6 +53,10 @@ all but conv1, conv3_1 and the redirect conv). A FlowNet with LS-DFN takes the p
 whole: the consumers of the LS-DFN channels get zero weights on them, so the run starts from the plain
 network's outputs. ``warm_start.json`` lists what was copied, expanded and kept.
 
+Weight averaging (:func:`average_checkpoints`, ``scripts/average_checkpoints.py``): the uniform mean of
+the model tensors of several checkpoints of one run (timm's ``avg_checkpoints.py``; SWA, Izmailov et al.
+2018, averages the iterates of a constant or cyclic lr phase), written as one safetensors file.
+
 Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe, pixel accuracy or
 top1, lr, seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when
 ``eval_data`` is set), checkpoints,
@@ -86,7 +90,7 @@ from zoo.registry import Preset, thaw
 from zoo.transforms import build_transforms
 
 __all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "ClassificationStream", "multiscale_epe_loss", "segmentation_loss", "train",
-           "main", "warm_start"]
+           "average_checkpoints", "main", "warm_start"]
 
 FLOWNET_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2 .. flow6
 
@@ -401,6 +405,45 @@ def save_weights(model: nn.Module, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, path)
+
+
+def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Uniform average of the model tensors in ``paths`` (training ``.pt`` checkpoints, read with
+    ``weights_only=True``, or safetensors files), as timm's ``avg_checkpoints.py`` and the weight
+    averaging of Izmailov et al. 2018 (SWA) over the last iterates of one run.
+
+    Floating tensors (parameters, BatchNorm running statistics) are averaged in float64 and stored in
+    ``dtype`` (default: their own dtype); integer tensors (``num_batches_tracked``) are taken from the
+    last file. Every file must hold the same names and shapes; mismatches are listed by name.
+    """
+    from zoo.errors import WeightsError
+    from zoo.weights import read_state_dict
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise WeightsError("average_checkpoints needs at least one checkpoint file")
+    total: dict[str, torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
+    for i, path in enumerate(paths):
+        state = read_state_dict(path, allow_pickle=True)
+        if i == 0:
+            reference = {k: tuple(v.shape) for k, v in state.items()}
+        else:
+            missing = sorted(set(reference) - set(state))
+            unexpected = sorted(set(state) - set(reference))
+            shapes = sorted(k for k in set(state) & set(reference) if tuple(state[k].shape) != reference[k])
+            if missing or unexpected or shapes:
+                parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
+                         "shape mismatch " + ", ".join(f"{k}: {tuple(state[k].shape)} vs {reference[k]}" for k in shapes)
+                         if shapes else ""]
+                raise WeightsError(f"cannot average {path} with {paths[0]}: " + "; ".join(p for p in parts if p)
+                                   + ". Average checkpoints of one architecture (one training run).")
+        for key, value in state.items():
+            if value.is_floating_point():
+                total[key] = total[key] + value.double() if key in total else value.double()
+            last[key] = value
+    return {k: (total[k] / len(paths)).to(dtype or v.dtype).contiguous() if k in total else v.clone().contiguous()
+            for k, v in last.items()}
 
 
 # ------------------------------------------------------------------------------------------- training
