@@ -416,7 +416,7 @@ def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None =
     ``dtype`` (default: their own dtype); integer tensors (``num_batches_tracked``) are taken from the
     last file. Every file must hold the same names and shapes; mismatches are listed by name.
     """
-    from zoo.errors import WeightsError
+    from zoo.errors import StateDictMismatchError, WeightsError
     from zoo.weights import read_state_dict
 
     paths = [Path(p) for p in paths]
@@ -424,20 +424,19 @@ def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None =
         raise WeightsError("average_checkpoints needs at least one checkpoint file")
     total: dict[str, torch.Tensor] = {}
     last: dict[str, torch.Tensor] = {}
-    for i, path in enumerate(paths):
+    reference: dict[str, tuple[int, ...]] = {}
+    for path in paths:
         state = read_state_dict(path, allow_pickle=True)
-        if i == 0:
-            reference = {k: tuple(v.shape) for k, v in state.items()}
-        else:
-            missing = sorted(set(reference) - set(state))
-            unexpected = sorted(set(state) - set(reference))
-            shapes = sorted(k for k in set(state) & set(reference) if tuple(state[k].shape) != reference[k])
-            if missing or unexpected or shapes:
-                parts = [f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "",
-                         "shape mismatch " + ", ".join(f"{k}: {tuple(state[k].shape)} vs {reference[k]}" for k in shapes)
-                         if shapes else ""]
-                raise WeightsError(f"cannot average {path} with {paths[0]}: " + "; ".join(p for p in parts if p)
-                                   + ". Average checkpoints of one architecture (one training run).")
+        reference = reference or {k: tuple(v.shape) for k, v in state.items()}
+        missing = sorted(set(reference) - set(state))
+        unexpected = sorted(set(state) - set(reference))
+        shapes = [f"{k}: {tuple(state[k].shape)} vs {reference[k]}"
+                  for k in sorted(set(state) & set(reference)) if tuple(state[k].shape) != reference[k]]
+        if missing or unexpected or shapes:
+            parts = [f"{label} {items}" for label, items in
+                     (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
+            raise StateDictMismatchError(f"cannot average {path} with {paths[0]}: " + "; ".join(parts)
+                                         + ". Average checkpoints of one architecture (one training run).")
         for key, value in state.items():
             if value.is_floating_point():
                 total[key] = total[key] + value.double() if key in total else value.double()
