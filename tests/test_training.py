@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from zoo.errors import WeightsError
 from zoo.training import (ClassificationStream, FlowStream, TrainConfig, average_checkpoints, multiscale_epe_loss,
-                          segmentation_loss, train, training_transforms)
+                          recompute_batchnorm, segmentation_loss, train, training_transforms)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "flownets", "--arch-override", "width=0.0625", "--data", "flying-shapes", "--size", "64", "64",
@@ -392,3 +392,68 @@ def test_average_checkpoints_script_writes_a_loadable_file(tmp_path):
     expected = (load_file(str(paths[0]))["conv.weight"] + load_file(str(paths[1]))["conv.weight"]) / 2
     assert avg["conv.weight"].dtype == torch.float16
     torch.testing.assert_close(avg["conv.weight"].float(), expected, rtol=1e-3, atol=1e-3)
+
+
+def _tiny_bn_flownet():
+    import zoo
+
+    torch.manual_seed(0)
+    return zoo.create("flownets", width=0.0625, batch_norm=True)
+
+
+def test_recompute_batchnorm_sets_the_mean_of_the_batch_statistics():
+    from zoo.data import FlyingShapes
+
+    model = _tiny_bn_flownet()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.running_mean.fill_(5.0)
+    assert not model.training
+    count = recompute_batchnorm(model, "flying-shapes", batches=2, batch_size=2, size=(64, 64), seed=7,
+                                textures="procedural")
+    assert count == len(norms) and not model.training and all(m.momentum == 0.1 for m in norms)
+    # by hand: conv1's batch statistics on positions 0-1 and 2-3 of the seed-7 stream, averaged
+    stream = FlowStream(FlyingShapes(size=(64, 64), seed=7, textures="procedural"), 7, (64, 64))
+    tf = training_transforms(model)
+    means, variances = [], []
+    with torch.no_grad():
+        for positions in ([0, 1], [2, 3]):
+            samples = stream.__getitems__(positions)
+            x = tf((torch.stack([s["image1"] for s in samples]), torch.stack([s["image2"] for s in samples])))
+            y = model.conv1[0](x)
+            means.append(y.mean((0, 2, 3)))
+            variances.append(y.transpose(0, 1).flatten(1).var(1, unbiased=True))
+    torch.testing.assert_close(model.conv1[1].running_mean, (means[0] + means[1]) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.conv1[1].running_var, (variances[0] + variances[1]) / 2, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no BatchNorm layer"):
+        import zoo
+
+        recompute_batchnorm(zoo.create("flownets", width=0.0625), "flying-shapes", size=(64, 64))
+
+
+def test_average_checkpoints_script_recomputes_batchnorm_statistics(tmp_path):
+    from safetensors.torch import save_file
+
+    model = _tiny_bn_flownet()
+    paths = []
+    for i in range(2):
+        state = {k: v + 0.01 * i if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        paths.append(tmp_path / f"w{i}.safetensors")
+        save_file(state, str(paths[-1]))
+    out = tmp_path / "avg.safetensors"
+    bn_args = ["--model", "flownets", "--arch-override", "width=0.0625", "--arch-override", "batch_norm=true",
+               "--bn-data", "flying-shapes", "--size", "64", "64", "--bn-batches", "2", "--bn-batch-size", "2",
+               "--bn-seed", "3", "--textures", "procedural"]
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "average_checkpoints.py"), "--out", str(out), *bn_args,
+                    *map(str, paths)], check=True, capture_output=True, cwd=ROOT)
+    got = load_file(str(out))
+    plain = average_checkpoints(paths)
+    torch.testing.assert_close(got["conv2.0.weight"], plain["conv2.0.weight"])
+    assert not torch.allclose(got["conv2.1.running_mean"], plain["conv2.1.running_mean"])
+    model.load_state_dict(plain)
+    recompute_batchnorm(model, "flying-shapes", batches=2, batch_size=2, size=(64, 64), seed=3, textures="procedural")
+    torch.testing.assert_close(got["conv2.1.running_mean"], model.conv2[1].running_mean)
+    torch.testing.assert_close(got["conv2.1.running_var"], model.conv2[1].running_var)
+    no_model = subprocess.run([sys.executable, str(ROOT / "scripts" / "average_checkpoints.py"), "--out", str(out),
+                               "--bn-data", "flying-shapes", *map(str, paths)], capture_output=True, text=True, cwd=ROOT)
+    assert no_model.returncode == 2 and "--bn-data needs --model" in no_model.stderr

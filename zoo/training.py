@@ -55,7 +55,9 @@ network's outputs. ``warm_start.json`` lists what was copied, expanded and kept.
 
 Weight averaging (:func:`average_checkpoints`, ``scripts/average_checkpoints.py``): the uniform mean of
 the model tensors of several checkpoints of one run (timm's ``avg_checkpoints.py``; SWA, Izmailov et al.
-2018, averages the iterates of a constant or cyclic lr phase), written as one safetensors file.
+2018, averages the iterates of a constant or cyclic lr phase), written as one safetensors file; for a
+network with BatchNorm, :func:`recompute_batchnorm` then gives the average the running statistics of its
+own activations (SWA's ``update_bn``: the averaged statistics of the checkpoints are not those).
 
 Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe, pixel accuracy or
 top1, lr, seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when
@@ -72,7 +74,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +333,23 @@ def _collate(samples: list[dict]) -> dict:
     return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
 
 
+def training_stream(task: str, base: Dataset, seed: int, size: tuple[int, int], augment_shift: int = 0,
+                    photometric: float = 0.0) -> PositionStream:
+    """The position stream a run of ``task`` reads ``base`` through (see the module docstring)."""
+    if task == "image-classification":
+        return ClassificationStream(base, seed, size, augment_shift)
+    if task == "optical-flow":
+        return FlowStream(base, seed, size, photometric)
+    return PositionStream(base, seed, size)
+
+
+def network_input(task: str, transforms: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The network input of a collated batch: the transformed frame pair (optical flow) or image."""
+    if task == "optical-flow":
+        return transforms((batch["image1"], batch["image2"]))
+    return transforms(batch["image"])
+
+
 def training_transforms(model: nn.Module) -> nn.Module:
     """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned); for
     classification the whole preset, as in evaluation (removing ``resize`` would fall back to the
@@ -445,6 +464,42 @@ def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None =
             for k, v in last.items()}
 
 
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, data: str, *, batches: int = 100, batch_size: int = 8,
+                        size: tuple[int, int] = (192, 256), seed: int = 1000, textures: str = "auto",
+                        photometric: float = 0.0) -> int:
+    """SWA's BatchNorm update (Izmailov et al. 2018, torch.optim.swa_utils.update_bn) for averaged weights.
+
+    Averaging checkpoints also averages their running statistics, which are not the statistics of the
+    averaged network's own activations. This resets every BatchNorm layer of ``model`` and sets its
+    running mean and variance to the plain mean of the batch statistics over ``batches`` batches of
+    ``batch_size`` training samples of ``data`` (a dataset spec, read as a run would read it, through
+    the entry's training transforms, at data ``seed``: keep it apart from the run's and the evaluation's).
+    The model keeps its mode and the layers their momentum. Returns the number of BatchNorm layers.
+    """
+    from zoo.data import dataset_from_spec
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError(f"{model.info.name if hasattr(model, 'info') else type(model).__name__} has no "
+                         "BatchNorm layer: there are no running statistics to recompute")
+    if batches < 1 or batch_size < 1:
+        raise ValueError(f"batches and batch_size must be positive, got {batches} and {batch_size}")
+    task = model.info.task
+    device = next(model.parameters()).device
+    transforms = training_transforms(model).to(device)
+    base = dataset_from_spec(data, size=tuple(size), seed=seed, split="train", textures=textures)
+    stream = training_stream(task, base, seed, tuple(size), photometric=photometric)
+
+    def inputs():
+        for b in range(batches):
+            batch = _collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
+            yield network_input(task, transforms, {k: v.to(device) for k, v in batch.items()})
+
+    torch.optim.swa_utils.update_bn(inputs(), model)
+    return len(norms)
+
+
 # ------------------------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a training run; returns the last logged record. See the module docstring."""
@@ -513,12 +568,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         ddp_model = model
 
     base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
-    if task == "image-classification":
-        stream: PositionStream = ClassificationStream(base, cfg.seed, tuple(cfg.size), cfg.augment_shift)
-    elif task == "optical-flow":
-        stream = FlowStream(base, cfg.seed, tuple(cfg.size), cfg.photometric)
-    else:
-        stream = PositionStream(base, cfg.seed, tuple(cfg.size))
+    stream = training_stream(task, base, cfg.seed, tuple(cfg.size), cfg.augment_shift, cfg.photometric)
     sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
     loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
@@ -562,22 +612,21 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             if cfg.temperature_anneal > 0:
                 anneal(step)
             if task == "optical-flow":
-                x = transforms((batch["image1"], batch["image2"]))
-                outputs = ddp_model(x)
+                outputs = ddp_model(network_input(task, transforms, batch))
                 valid = batch.get("valid")
                 loss = multiscale_epe_loss(outputs, batch["flow"], valid, div_flow=div_flow, reduction=cfg.flow_reduction)
                 metric_name = "epe"
                 with torch.no_grad():
                     metric = full_res_epe(outputs[0].detach(), batch["flow"], valid, div_flow)
             elif task == "image-classification":
-                outputs = ddp_model(transforms(batch["image"]))
+                outputs = ddp_model(network_input(task, transforms, batch))
                 logits = outputs["out"] if isinstance(outputs, dict) else outputs
                 loss = F.cross_entropy(logits, batch["label"])
                 metric_name = "top1"
                 with torch.no_grad():
                     metric = (logits.detach().argmax(dim=1) == batch["label"]).float().mean()
             else:
-                outputs = ddp_model(transforms(batch["image"]))
+                outputs = ddp_model(network_input(task, transforms, batch))
                 loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight)
                 metric_name = "pixel_accuracy"
                 with torch.no_grad():
