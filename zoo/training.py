@@ -471,7 +471,8 @@ def recompute_batchnorm(model: nn.Module, data: str, *, batches: int = 100, batc
     """SWA's BatchNorm update (Izmailov et al. 2018, torch.optim.swa_utils.update_bn) for averaged weights.
 
     Averaging checkpoints also averages their running statistics, which are not the statistics of the
-    averaged network's own activations. This resets every BatchNorm layer of ``model`` and sets its
+    averaged network's own activations. This resets every BatchNorm layer of ``model`` (made by
+    :func:`zoo.create`: its entry gives the task and the transforms) and sets its
     running mean and variance to the plain mean of the batch statistics over ``batches`` batches of
     ``batch_size`` training samples of ``data`` (a dataset spec, read as a run would read it, through
     the entry's training transforms, at data ``seed``: keep it apart from the run's and the evaluation's).
