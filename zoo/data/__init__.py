@@ -4,6 +4,7 @@
   (semantic segmentation): seeded, deterministic per (seed, index), vectorised for streaming.
 - :class:`FlyingChairs`, :class:`Middlebury`, :class:`VOCSegmentation`, :class:`CocoDetection`,
   :class:`RGBDSaliency`, :class:`ImageFolder`: readers of the real layouts.
+- :class:`Interleave`: several datasets read in turn (a 1 : 1 mixture; specs joined by ``+``).
 - :class:`Digits`: scikit-learn's bundled real handwritten digits (image classification, 10 classes).
 - :func:`texture_pool`: photo textures (scikit-image, ``pip install dynzoo[train]``) or procedural ones.
 
@@ -14,18 +15,22 @@ RGB-D saliency samples ``image``, ``depth`` (1, H, W) in [0, 1] and ``mask`` (H,
 and digits samples ``image`` and ``label`` (int).
 """
 import inspect
+import re
 
 from zoo.data.digits import Digits
 from zoo.data.flying_shapes import FlyingShapes
+from zoo.data.interleave import Interleave
 from zoo.data.readers import CocoDetection, FlyingChairs, ImageFolder, Middlebury, RGBDSaliency, VOCSegmentation
 from zoo.data.shapes import Shapes
 from zoo.data.textures import texture_pool
 
 __all__ = ["FlyingShapes", "Shapes", "FlyingChairs", "Middlebury", "VOCSegmentation", "CocoDetection", "RGBDSaliency",
-           "ImageFolder", "Digits", "texture_pool"]
+           "ImageFolder", "Digits", "Interleave", "texture_pool"]
 
 
 _PROCEDURAL = ("flying-shapes", "shapes", "shapes-flat")
+_KINDS = (*_PROCEDURAL, "flyingchairs", "middlebury", "voc", "coco", "rgbd-sod", "imagefolder", "digits")
+_MIX_SEPARATOR = re.compile(r"\+(?=(?:%s)(?![\w-]))" % "|".join(map(re.escape, _KINDS)))  # not "1e+3", not "a+b/"
 
 
 def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: int = 0,
@@ -44,7 +49,13 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     ``digits[@train|@test|@all]``: scikit-learn's handwritten digits at 32 x 32 (:class:`Digits`; its fixed
     split, ``size`` and ``seed`` do not apply); bare ``digits`` is the train split when ``split`` is
     "train", else the test split (there is no separate validation split).
+    Specs joined by ``+`` are read in turn (:class:`Interleave`), dataset ``j`` at ``seed + j``, e.g.
+    ``flying-shapes+flying-shapes?object_motion=0.15,0.1,0.4`` (half the samples with wider object motion).
     """
+    parts = _MIX_SEPARATOR.split(spec)
+    if len(parts) > 1:
+        return Interleave([dataset_from_spec(part, size=size, seed=seed + j, split=split, textures=textures)
+                           for j, part in enumerate(parts)])
     full = spec
     spec, _, query = spec.partition("?")
     if query and spec.partition(":")[0] not in _PROCEDURAL:
