@@ -83,6 +83,7 @@ def user_registry(monkeypatch):
     fresh = R.Registry()
     for info in R.default_registry():
         fresh.add(info)
+    fresh.tables = R.default_registry().tables
     monkeypatch.setattr(R, "_REGISTRY", fresh)
 
     def add(name: str = "test-small-segnet", weights: dict | None = None):

@@ -17,7 +17,7 @@ from zoo.publish import REFERENCE_FILE, publish, reference_output
 from zoo.registry import default_registry
 
 BUNDLED = [(info.name, w.tag) for info in default_registry() for w in info.weights.values()
-           if (W.BUNDLED_STORE / w.repo / w.revision / w.file).is_file()]
+           if w.hub is not None and (W.BUNDLED_STORE / w.hub.repo / w.hub.revision / w.hub.file).is_file()]
 
 
 def check_against_reference(name: str, tag: str, weights_dir: Path) -> None:
@@ -29,7 +29,7 @@ def check_against_reference(name: str, tag: str, weights_dir: Path) -> None:
 @pytest.mark.parametrize("name,tag", BUNDLED)
 def test_bundled_weights_reproduce_their_reference_outputs(name, tag):
     w = zoo.model_info(name).weights[tag]
-    check_against_reference(name, tag, W.BUNDLED_STORE / w.repo / w.revision)
+    check_against_reference(name, tag, W.BUNDLED_STORE / w.hub.repo / w.hub.revision)
 
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -63,7 +63,8 @@ def test_bundled_metrics_are_reproduced_by_their_recorded_command(name, tag, mea
 
 
 def test_every_file_in_the_store_is_registered():
-    registered = {W.BUNDLED_STORE / w.repo / w.revision for i in default_registry() for w in i.weights.values()}
+    registered = {W.BUNDLED_STORE / w.hub.repo / w.hub.revision for i in default_registry() for w in i.weights.values()
+                  if w.hub is not None}
     on_disk = {p.parent for p in W.BUNDLED_STORE.rglob("model.safetensors")} if W.BUNDLED_STORE.is_dir() else set()
     assert on_disk <= registered, f"unregistered releases in the bundled store: {sorted(on_disk - registered)}"
 
@@ -77,7 +78,7 @@ def test_store_round_trip_and_drift_detection(user_registry, tmp_path, monkeypat
     entry = publish("test-small-segnet", path, "zoo-test/store", store=store)
     assert len(entry["revision"]) == 40 and (store / "zoo-test/store" / entry["revision"] / REFERENCE_FILE).is_file()
     user_registry("test-small-segnet", {"default": "s", "tags": {"s": {
-        **{k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")},
+        "hub": {k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")},
         "source": "test", "license": "apache-2.0",
         "metrics": [{"dataset": "d", "split": "s", "metric": "m", "value": 1, "measured": "test"}]}}})
     monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", str(store))

@@ -48,7 +48,7 @@ def test_download_and_verify_against_the_hub(capsys, hub_server, hf_cache, user_
     save_file({k: v.contiguous() for k, v in zoo.create("test-small-segnet").state_dict().items()}, str(path))
     entry = publish("test-small-segnet", path, "zoo-test/cli", tag="v1", endpoint=hub_server.endpoint)
     user_registry("test-small-segnet", {"default": "v1", "tags": {"v1": {
-        **{k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")},
+        "hub": {k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")},
         "source": "test", "license": "apache-2.0",
         "metrics": [{"dataset": "d", "split": "s", "metric": "m", "value": 1, "measured": "test"}]}}})
     code, out, _ = run(capsys, "verify", "test-small-segnet")
@@ -90,7 +90,7 @@ def test_predict_writes_a_blended_mask(capsys, user_registry, realdata, tmp_path
 
 
 def test_predict_without_weights_says_how_to_proceed(capsys):
-    code, _, err = run(capsys, "predict", "deeplabv3-r50", "x.png", "--out", "y.png")
+    code, _, err = run(capsys, "predict", "cacnet-r101", "x.png", "--out", "y.png")
     assert code == 2 and "--checkpoint" in err
 
 

@@ -61,8 +61,8 @@ def test_zoo_create_downloads_registry_weights_through_olah(olah: OlahMirror, us
     data = path.read_bytes()
     sha = olah.add_repo("zoo-test/olah-segnet", {"model.safetensors": data})
     user_registry("test-small-segnet", {"default": "olah", "tags": {"olah": {
-        "repo": "zoo-test/olah-segnet", "revision": sha, "file": "model.safetensors",
-        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "source": "test", "license": "apache-2.0",
+        "hub": {"repo": "zoo-test/olah-segnet", "revision": sha, "file": "model.safetensors",
+                "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}, "source": "test", "license": "apache-2.0",
         "metrics": [{"dataset": "none", "split": "none", "metric": "none", "value": 0, "measured": "test"}]}}})
     monkeypatch.setenv("HF_ENDPOINT", olah.endpoint)
     loaded = zoo.create("test-small-segnet", pretrained=True, cache_dir=tmp_path / "cache")

@@ -23,8 +23,8 @@ GOOD = {
     "exportable": True,
     "weights": {
         "default": "t1",
-        "tags": {"t1": {"repo": "org/repo", "revision": "a" * 40, "file": "model.safetensors",
-                        "sha256": "b" * 64, "size": 10, "source": "s", "license": "mit",
+        "tags": {"t1": {"hub": {"repo": "org/repo", "revision": "a" * 40, "file": "model.safetensors",
+                                "sha256": "b" * 64, "size": 10}, "source": "s", "license": "mit",
                         "metrics": [{"dataset": "VOC", "split": "val", "metric": "mIoU", "value": 1,
                                      "measured": "scripts/evaluate.py"}]}},
     },
@@ -53,7 +53,7 @@ def test_shipped_registry_validates_and_every_arch_exists():
         assert info.task in TASKS
         assert info.arch in archs, f"{info.name}: arch {info.arch!r} is not registered"
         for w in info.weights.values():
-            assert w.metrics, f"{info.name}.{w.tag}: published weights must state measured metrics"
+            assert w.metrics or w.kind != "hub", f"{info.name}.{w.tag}: published weights must state measured metrics"
 
 
 def test_shipped_registry_file_is_schema_versioned():
@@ -75,10 +75,10 @@ def test_shipped_registry_file_is_schema_versioned():
     ("transforms.preset", KeyError, "transforms.preset"),
     ("exportable", "yes", "exportable"),
     ("weights.default", "t2", "weights.default"),
-    ("weights.tags.t1.revision", "main", "weights.tags.t1.revision"),
-    ("weights.tags.t1.sha256", "B" * 64, "weights.tags.t1.sha256"),
-    ("weights.tags.t1.size", 0, "weights.tags.t1.size"),
-    ("weights.tags.t1.repo", "no-org", "weights.tags.t1.repo"),
+    ("weights.tags.t1.hub.revision", "main", "weights.tags.t1.hub.revision"),
+    ("weights.tags.t1.hub.sha256", "B" * 64, "weights.tags.t1.hub.sha256"),
+    ("weights.tags.t1.hub.size", 0, "weights.tags.t1.hub.size"),
+    ("weights.tags.t1.hub.repo", "no-org", "weights.tags.t1.hub.repo"),
     ("weights.tags.t1.metrics", [{"dataset": "VOC"}], "weights.tags.t1.metrics[0].split"),
     ("colour", "blue", "colour"),
 ])
@@ -92,8 +92,8 @@ def test_invalid_entry_names_entry_and_field(path, value, field):
 def test_bad_name_and_schema_version():
     with pytest.raises(RegistryError, match="'name'"):
         parse_entry("My_Model", GOOD)
-    with pytest.raises(RegistryError, match="schema_version must be 1"):
-        Registry().load_text(yaml.safe_dump({"schema_version": 2, "models": {}}), "f.yaml")
+    with pytest.raises(RegistryError, match="schema_version must be 2"):
+        Registry().load_text(yaml.safe_dump({"schema_version": 3, "models": {}}), "f.yaml")
     with pytest.raises(RegistryError, match="not valid YAML"):
         Registry().load_text("models: [", "f.yaml")
 
@@ -149,3 +149,62 @@ def test_list_models_filters():
     assert all(zoo.model_info(n).pretrained for n in zoo.list_models(pretrained=True))
     with pytest.raises(ValueError, match="unknown task"):
         zoo.list_models(task="segmentation")
+
+
+def test_schema_1_files_still_load_with_hub_fields_in_the_tag():
+    v1 = copy.deepcopy(GOOD)
+    tag = v1["weights"]["tags"]["t1"]
+    tag.update(tag.pop("hub"))  # schema 1: repo, revision, file, sha256, size directly in the tag
+    reg = Registry()
+    assert reg.load_text(yaml.safe_dump({"schema_version": 1, "models": {"old-one": v1}}), "old.yaml") == ["old-one"]
+    w = reg.get("old-one").weights["t1"]
+    assert w.kind == "hub" and w.hub.repo == "org/repo" and w.hub.size == 10
+    with pytest.raises(RegistryError, match="'papers'"):  # the shared tables are schema 2
+        Registry().load_text(yaml.safe_dump({"schema_version": 1, "papers": {}, "models": {}}), "old.yaml")
+
+
+def test_shared_tables_defaults_and_tag_kinds():
+    reg = Registry()
+    entry = copy.deepcopy(GOOD)
+    del entry["card"]
+    entry.update(paper="p1", transforms="seg")
+    entry["weights"]["tags"]["t2"] = {"source": "s", "license": "mit", "warm_start": "x-y.t1"}
+    doc = {"schema_version": 2, "papers": {"p1": GOOD["paper"]}, "presets": {"seg": GOOD["transforms"]},
+           "categories": {"three": {"names": ["a", "b", "c"], "cited_from": "o/r@" + "0" * 40 + ":f"}}, "models": {"x-y": entry}}
+    entry["weights"]["tags"]["t1"]["categories"] = "three"
+    reg.load_text(yaml.safe_dump(doc), "f.yaml")
+    info = reg.get("x-y")
+    assert info.card == "x-y.md" and info.paper.arxiv == "1706.05587" and info.transforms.preset == "segmentation"
+    assert info.weights["t1"].kind == "hub" and info.weights["t2"].kind == "warm-start"
+    for bad, field in ((dict(doc, presets={}), "transforms"), (dict(doc, papers={}), "paper")):
+        with pytest.raises(RegistryError, match=f"'{field}'"):
+            Registry().load_text(yaml.safe_dump(bad), "f.yaml")
+    entry["weights"]["default"] = "t2"
+    with pytest.raises(RegistryError, match="warm start"):
+        Registry().load_text(yaml.safe_dump(doc), "f.yaml")
+
+
+@pytest.mark.parametrize("spec,field", [
+    ({"upstream": {"url": "ftp://x/y.pth", "converter": "fyu-drn", "cited_from": "c"}}, "upstream.url"),
+    ({"upstream": {"url": "https://x/y.pth", "sha256": "xyz", "converter": "fyu-drn", "cited_from": "c"}}, "upstream.sha256"),
+    ({"upstream": {"url": "https://x/y.pth", "converter": "no-such", "cited_from": "c"}}, "upstream.converter"),
+    ({"manual": {"page": "https://x", "file_name": "a/b.pth", "converter": "fyu-drn"}}, "manual.file_name"),
+    ({"manual": {"page": "https://x", "file_name": "b.pth", "converter": "fyu-drn"},
+      "warm_start": "a-b.c"}, "warm_start"),
+    ({}, "weights.tags.t1"),
+    ({"categories": "nope", "hub": GOOD["weights"]["tags"]["t1"]["hub"]}, "categories"),
+])
+def test_invalid_weights_sources_name_the_field(spec, field):
+    entry = copy.deepcopy(GOOD)
+    entry["weights"]["tags"]["t1"] = {"source": "s", "license": "mit", **spec}
+    with pytest.raises(RegistryError) as err:
+        parse_entry("my-model", entry, "user.yaml")
+    assert field in str(err.value), str(err.value)
+
+
+def test_at_least_35_entries_obtain_weights_with_pretrained():
+    names = zoo.list_models(pretrained=True)
+    assert len(names) >= 35
+    for name in ("deeplabv3-r50", "flownetc", "flownetc-lsdfn", "dilation8-context", "dmnet-r101"):
+        assert name in names
+    assert "hdfnet-vgg16" not in names  # manual downloads are not obtainable by pretrained= alone

@@ -42,12 +42,12 @@ SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
 def _weights(tag: str, metrics: list[tuple[str, str, str, float]], extra: str | None = None) -> dict:
-    tags = {tag: {"repo": "zoo-test/site-model", "revision": REVISION, "file": "model.safetensors", "sha256": SHA,
-                  "size": 123456, "source": "made for the site tests", "license": "apache-2.0",
+    tags = {tag: {"hub": {"repo": "zoo-test/site-model", "revision": REVISION, "file": "model.safetensors",
+                          "sha256": SHA, "size": 123456}, "source": "made for the site tests", "license": "apache-2.0",
                   "metrics": [{"dataset": d, "split": s, "metric": m, "value": v, "measured": "`python eval.py`"}
                               for d, s, m, v in metrics]}}
     if extra:
-        tags[extra] = {**copy.deepcopy(tags[tag]), "revision": "f" * 40,
+        tags[extra] = {**copy.deepcopy(tags[tag]), "hub": {**tags[tag]["hub"], "revision": "f" * 40},
                        "metrics": [{"dataset": "COCO", "split": "val", "metric": "mIoU", "value": 12.5, "measured": "x"}]}
     return {"default": tag, "tags": tags}
 
@@ -130,7 +130,7 @@ def test_index_embeds_every_entry_with_computed_stats(site_entries):
     assert cls["params"] == 3 * 8 * 9 + 8 + 8 * 10 + 10  # counted from the model, not typed by hand
     assert cls["flops"] == 2 * 8 * 32 * 32 * 27 + 2 * 8 * 10 and cls["gflops"] == cls["flops"] / 1e9
     assert cls["metric"] == {"metric": "top-1", "value": 55.5, "dataset": "ImageNet-1k", "split": "val",
-                             "lower_is_better": False}
+                             "by": "measured", "lower_is_better": False}
     assert rows["test-small-segnet-voc"]["metric"]["value"] == 71.3 and rows["test-small-segnet"]["metric"] is None
     headers = re.findall(r'<th data-key="\w+"[^>]*><button type="button">([^<]+)</button>', files["index.html"])
     assert tuple(headers) == INDEX_COLUMNS  # `zoo list` prints the same columns

@@ -31,8 +31,8 @@ METRICS = [{"dataset": "VOC2012", "split": "val", "metric": "mIoU", "value": 71.
 def card(user_registry, tmp_path, monkeypatch):
     """A user entry with weights and metrics, its card in a temporary cards dir; returns the card text."""
     entry = {**copy.deepcopy(SMALL_ENTRY), "card": "test-term.md", "weights": {"default": "voc", "tags": {"voc": {
-        "repo": "zoo-test/term", "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
-        "size": 1234, "source": "made for the terminal tests", "license": "apache-2.0", "metrics": METRICS}}}}
+        "hub": {"repo": "zoo-test/term", "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
+                "size": 1234}, "source": "made for the terminal tests", "license": "apache-2.0", "metrics": METRICS}}}}
     info = parse_entry("test-term", entry, "tests/test_terminal.py")
     default_registry().add(info)
     monkeypatch.setattr(C, "cards_dir", lambda: tmp_path)
@@ -62,10 +62,14 @@ def test_tables_are_aligned_or_shown_as_records_when_too_wide(card):
     table = [line for line in out.splitlines() if "│" in line]
     assert table and len({tuple(m.start() for m in re.finditer("│", line)) for line in table}) == 1
     header = table[0]
-    assert [c.strip() for c in header.split("│")] == ["tag", "dataset", "split", "metric", "value", "how measured"]
-    assert re.search(r"voc\s+│ VOC2012 │ val\s+│ mIoU\s+│ 71\.3\s+│ python eval\.py", out)
-    # the weights table (8 columns with hashes) does not fit 100 columns: one record per tag
-    assert re.search(r"^ voc \(default\)\n   repo\s+zoo-test/term\n   revision\s+aaaaaaaaaaaa$", out, flags=re.M)
+    assert [c.strip() for c in header.split("│")] == ["tag", "dataset", "split", "metric", "value", "by", "how / where"]
+    assert re.search(r"voc\s+│ VOC2012 │ val\s+│ mIoU\s+│ 71\.3\s+│ measured │ python eval\.py", out)
+    # a table of 8 columns with hashes does not fit 100 columns: one record per row
+    wide = ("| tag | repo | revision | file | size | sha256 | source | license |\n|---|---|---|---|---|---|---|---|\n"
+            f"| voc (default) | zoo-test/term | {'a' * 12} | model.safetensors | 1,234 B | {'b' * 16} | "
+            "made for the terminal tests | apache-2.0 |\n")
+    records = render_markdown(wide, width=100, colour=False, boxes=True)
+    assert re.search(r"^ voc \(default\)\n   repo\s+zoo-test/term\n   revision\s+aaaaaaaaaaaa$", records, flags=re.M)
     narrow = render_markdown("| a | b |\n|---|---|\n| " + "word " * 30 + "| x |\n", width=40, colour=False)
     assert all(visible_len(line) <= 40 for line in narrow.splitlines())
     assert len(narrow.splitlines()) > 3  # the long cell was wrapped onto several lines
@@ -109,7 +113,7 @@ def test_cli_list_has_the_site_index_columns_and_sorts(card, capsys):
     assert re.split(r"\s{2,}", lines[0]) == list(INDEX_COLUMNS)
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == {"test-small-segnet", "test-term"}
-    assert "mIoU 71.3 (VOC2012 val)" in rows["test-term"] and "voc" in rows["test-term"]
+    assert "mIoU 71.3 (VOC2012 val; measured)" in rows["test-term"] and "voc" in rows["test-term"]
     params = zoo.stats.model_stats(zoo.model_info("test-term")).params
     assert f"{params / 1e6:.3g}" in rows["test-term"]
     assert main(["list", "--sort", "metric"]) == 0

@@ -48,8 +48,7 @@ def _x():
 
 def _weights_entry(entry: dict, tag: str) -> dict:
     return {"default": tag, "tags": {tag: {
-        "repo": entry["repo"], "revision": entry["revision"], "file": entry["file"], "sha256": entry["sha256"],
-        "size": entry["size"], "source": "random weights published by the test", "license": "apache-2.0",
+        "hub": {k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")}, "source": "random weights published by the test", "license": "apache-2.0",
         "metrics": [{"dataset": "none", "split": "none", "metric": "none", "value": 0, "measured": "test"}]}}}
 
 
@@ -177,7 +176,7 @@ def test_a_verified_file_is_hashed_once(published, monkeypatch):
 
 def test_cached_file_changed_after_verification_is_caught(published):
     zoo.create(NAME, pretrained=True)
-    path = W.cached_hub_file(zoo.model_info(NAME).weights["v1"])
+    path = W.cached_hub_file(zoo.model_info(NAME).weights["v1"].hub)
     real = path.resolve()
     data = bytearray(real.read_bytes())
     data[-1] ^= 0xFF
@@ -276,7 +275,7 @@ def test_pretrained_without_weights_or_unknown_tag(user_registry, published):
     with pytest.raises(UnknownModelError, match="no weights tagged 'v9'"):
         zoo.create(f"{NAME}.v9")
     with pytest.raises(UnknownModelError, match="no published weights"):
-        zoo.create("deeplabv3-r50", pretrained=True)
+        zoo.create("cacnet-r101", pretrained=True)
     assert zoo.create(f"{NAME}.v1").weights_tag == "v1"
 
 
@@ -287,7 +286,7 @@ def test_release_card_describes_the_file_it_ships_with(user_registry, tmp_path):
 
     weights = _weights_entry({"repo": REPO, "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
                               "size": 1}, "v1")
-    weights["tags"]["v0"] = {**weights["tags"]["v1"], "revision": "c" * 40}
+    weights["tags"]["v0"] = {**weights["tags"]["v1"], "hub": {**weights["tags"]["v1"]["hub"], "revision": "c" * 40}}
     user_registry(NAME, weights)
     path = _save(_random_model(3), tmp_path / "w.safetensors")
 
@@ -297,12 +296,12 @@ def test_release_card_describes_the_file_it_ships_with(user_registry, tmp_path):
 
     entry = write_release(NAME, path, tmp_path / "out", tag="v1")
     rows = weight_rows(tmp_path / "out")
-    assert "| this commit |" in rows["v1"] and f"`{entry['sha256'][:16]}…`" in rows["v1"]
-    assert f"| {entry['size']:,} B |" in rows["v1"] and "aaaaaaaaaaaa" not in rows["v1"]
-    assert "| `cccccccccccc` |" in rows["v0"] and "`bbbbbbbbbbbbbbbb…`" in rows["v0"]
+    assert "@ this commit," in rows["v1"] and f"`{entry['sha256'][:16]}…`" in rows["v1"]
+    assert f" {entry['size']:,} B," in rows["v1"] and "aaaaaaaaaaaa" not in rows["v1"]
+    assert "@ `cccccccccccc`," in rows["v0"] and "`bbbbbbbbbbbbbbbb…`" in rows["v0"]
     write_release(NAME, path, tmp_path / "untagged")
     untagged = weight_rows(tmp_path / "untagged")
-    assert "| `aaaaaaaaaaaa` |" in untagged["v1"] and "this commit" not in "".join(untagged.values())
+    assert "@ `aaaaaaaaaaaa`," in untagged["v1"] and "this commit" not in "".join(untagged.values())
 
 
 def test_half_precision_release_loads_as_float32(user_registry, tmp_path):

@@ -20,7 +20,7 @@ import yaml
 
 from zoo import __version__
 from zoo.errors import RegistryError
-from zoo.registry import ModelInfo, default_registry, thaw
+from zoo.registry import ModelInfo, Weights, categories, default_registry, thaw
 
 HAND_SECTIONS = ("Summary", "Architecture", "Limitations")
 ORDER = ("Summary", "Architecture", "Paper and citation", "Weights", "Transforms", "Usage", "Limitations")
@@ -120,30 +120,58 @@ def _paper_section(info: ModelInfo) -> str:
     return f"{link}. {p.authors}. {p.venue}, {p.year}.\n\n```bibtex\n{bibtex(info)}\n```"
 
 
+def _weights_where(info: ModelInfo, w: Weights, this_release: str | None) -> str:
+    """Where ``pretrained=`` gets the file of ``w``, in the order it tries."""
+    parts = []
+    if w.hub is not None:
+        from zoo.weights import BUNDLED_STORE
+
+        revision = "this commit" if w.tag == this_release else f"`{w.hub.revision[:12]}`"
+        bundled = " (bundled in the package)" if (BUNDLED_STORE / w.hub.repo / w.hub.revision / w.hub.file).is_file() else ""
+        parts.append(f"Hub `{w.hub.repo}` @ {revision}, `{w.hub.file}`, {w.hub.size:,} B, sha256 "
+                     f"`{w.hub.sha256[:16]}…`{bundled}")
+    if w.upstream is not None:
+        sha = w.upstream.sha256
+        checked = (f"sha256 `{sha[:16]}{'…' if len(sha) > 16 else ''}`" if sha else
+                   "no hash published upstream: the first download's sha256 is recorded")
+        parts.append(f"official file <{w.upstream.url}> ({checked}, converter `{w.upstream.converter}`, "
+                     f"cited from `{w.upstream.cited_from}`)")
+    if w.manual is not None:
+        parts.append(f"manual download of `{w.manual.file_name}` from <{w.manual.page}>, then "
+                     f"`zoo import {info.name}.{w.tag} FILE` (converter `{w.manual.converter}`)")
+    if w.warm_start is not None:
+        parts.append(f"warm start: `{w.warm_start}` expanded into this network (same outputs as the host)")
+    return "; then ".join(parts)
+
+
 def _weights_section(info: ModelInfo, this_release: str | None = None) -> str:
     if not info.weights:
-        return ("No weights are published for this model yet: `pretrained=True` raises an error. Build it with\n"
-                "random initialisation, load your own file with `checkpoint=`, or convert an official\n"
-                "checkpoint with `zoo.converters`.")
-    rows = ["| tag | repo | revision | file | size | sha256 | source | license |", "|---|---|---|---|---|---|---|---|"]
+        return ("No weights are published for this model anywhere: nobody released any and this project has not\n"
+                "trained it, so `pretrained=True` raises an error naming the nearest entry with weights. Build it\n"
+                "with random initialisation, load your own file with `checkpoint=`, or convert an official\n"
+                "checkpoint with `zoo convert`.")
+    items = []
     for w in info.weights.values():
         default = " (default)" if w.tag == info.default_tag else ""
-        revision = "this commit" if w.tag == this_release else f"`{w.revision[:12]}`"
-        rows.append(f"| `{w.tag}`{default} | `{w.repo}` | {revision} | `{w.file}` | {w.size:,} B | "
-                    f"`{w.sha256[:16]}…` | {w.source} | {w.license} |")
-    metric_rows = ["| tag | dataset | split | metric | value | how measured |", "|---|---|---|---|---|---|"]
+        transforms = f"`{w.transforms.preset}` {_inline(thaw(w.transforms.args))}" if w.transforms else "the entry's"
+        classes = f"; {len(categories(w.categories))} categories (`{w.categories}`)" if w.categories else ""
+        items.append(f"- `{w.tag}`{default}: {w.source}. License {w.license}; transforms {transforms}{classes}. "
+                     f"File: {_weights_where(info, w, this_release)}.")
+    metric_rows = ["| tag | dataset | split | metric | value | by | how / where |", "|---|---|---|---|---|---|---|"]
     for w in info.weights.values():
         for m in w.metrics:
-            metric_rows.append(f"| `{w.tag}` | {m.dataset} | {m.split} | {m.metric} | {m.value:g} | {m.measured} |")
-    out = "\n".join(rows)
-    if len(metric_rows) > 2:
-        out += "\n\n" + "\n".join(metric_rows)
-    return out
+            metric_rows.append(f"| `{w.tag}` | {m.dataset} | {m.split} | {m.metric} | {m.value:g} | {m.by} | {m.evidence} |")
+        if not w.metrics:
+            metric_rows.append(f"| `{w.tag}` | - | - | - | - | - | not evaluated here; no number reported upstream |")
+    return "\n".join(items) + "\n\n" + "\n".join(metric_rows)
+
+
+def _inline(args: dict) -> str:
+    return yaml.safe_dump(args, default_flow_style=True, width=10**6).strip() if args else ""
 
 
 def _transforms_section(info: ModelInfo) -> str:
-    spec = {"transforms": {"preset": info.transforms.preset, "args": thaw(info.transforms.args)},
-            "postprocess": {"preset": info.postprocess.preset, "args": thaw(info.postprocess.args)}}
+    spec = {"transforms": info.transforms.to_dict(), "postprocess": info.postprocess.to_dict()}
     text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None).strip()
     return f"Input size for reports: {list(info.input_size)}.\n\n```yaml\n{text}\n```"
 
@@ -185,8 +213,15 @@ _USAGE_DEFAULT = (
 
 
 def _usage_section(info: ModelInfo) -> str:
-    create = (f'zoo.create("{info.name}", pretrained=True)' if info.pretrained
-              else f'zoo.create("{info.name}")  # no published weights yet: random initialisation')
+    warm = next((t for t, w in info.weights.items() if w.warm_start), None)
+    if info.default_tag is not None:
+        create = f'zoo.create("{info.name}", pretrained=True)'
+    elif warm is not None:
+        create = (f'zoo.create("{info.name}", pretrained="{warm}")  # the host\'s weights, LS-DFN branch '
+                  'inactive: a start for fine-tuning')
+    else:
+        create = f'zoo.create("{info.name}")  # no weights exist: random initialisation'
+
     body = _USAGE.get(info.task, _USAGE_DEFAULT)
     return (f"```python\nimport torch, zoo\nfrom zoo.io import read_image\n\nmodel = {create}\n"
             f"{body}\n```\n\nCommand line: `zoo info {info.name}`, `zoo card {info.name}`.")
@@ -265,9 +300,10 @@ def release_card(info: ModelInfo, tag: str | None, *, sha256: str, size: int) ->
     ``model_cards/<name>.md`` reach the Hub only with the next release."""
     _, sections = split_card(card_path(info).read_text(encoding="utf-8")) if card_path(info).is_file() else ({}, {})
     hand = {s: sections.get(s) or f"See the dynzoo model card of `{info.name}`." for s in HAND_SECTIONS}
-    this_release = tag if tag in info.weights else None
+    this_release = tag if tag in info.weights and info.weights[tag].hub is not None else None
     if this_release is not None:
-        published = dataclasses.replace(info.weights[tag], sha256=sha256, size=size)
+        w = info.weights[tag]
+        published = dataclasses.replace(w, hub=dataclasses.replace(w.hub, sha256=sha256, size=size))
         info = dataclasses.replace(info, weights={**info.weights, tag: published})
     text = render_card(info, hand, this_release=this_release)
     return text + f"\nPublished with dynzoo {__version__}.\n"

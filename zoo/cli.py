@@ -88,8 +88,52 @@ def cmd_download(args: argparse.Namespace) -> int:
     from zoo import weights as W
 
     for name, tag in _targets(args.name, args.all):
-        path = W.resolve(zoo.model_info(name), tag, cache_dir=args.cache_dir)
+        info = zoo.model_info(name)
+        if args.dry_run:
+            print(json.dumps(_describe_tag(info, tag)))
+            continue
+        if info.weights[tag].manual is not None and info.weights[tag].hub is None and args.all:
+            from zoo.upstream import cached_converted
+
+            if cached_converted(info, tag) is None:
+                print(f"{name}.{tag}: manual download needed, skipped (zoo download {name}.{tag} says how)")
+                continue
+        path = W.resolve(info, tag, cache_dir=args.cache_dir, force_download=args.force)
         print(f"{name}.{tag}: {path}")
+    return 0
+
+
+def _describe_tag(info, tag: str) -> dict:
+    """What ``zoo download --dry-run`` prints for one tag: where from, hash, converter, licence, local copy."""
+    from zoo import weights as W
+
+    w = info.weights[tag]
+    out = {"name": f"{info.name}.{tag}", "kind": w.kind, "license": w.license}
+    if w.hub is not None:
+        out["hub"] = f"{w.hub.repo}@{w.hub.revision}/{w.hub.file}"
+        out["sha256"] = w.hub.sha256
+    spec = w.upstream or w.manual
+    if spec is not None:
+        out["url" if w.upstream else "page"] = w.upstream.url if w.upstream else w.manual.page
+        out["upstream_sha256"] = spec.sha256
+        out["converter"] = spec.converter
+    if w.warm_start:
+        out["warm_start"] = w.warm_start
+    local = W.local_copy(info, tag, cache_dir=None)
+    out["local"] = str(local) if local is not None else None
+    return out
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo.factory import parse_name
+    from zoo.upstream import import_file
+
+    base, tag = parse_name(args.name)
+    if tag is None:
+        raise ZooError(f"give the weights as NAME.TAG (tags of {base}: {', '.join(sorted(zoo.model_info(base).weights)) or 'none'})")
+    path = import_file(zoo.model_info(base), tag, args.file)
+    print(f"{base}.{tag}: {path}")
     return 0
 
 
@@ -100,13 +144,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     failed = 0
     for name, tag in _targets(args.name, args.all or not args.name):
-        w = zoo.model_info(name).weights[tag]
-        path = W.find_in_mirrors(w) or W.cached_hub_file(w, cache_dir=args.cache_dir)
+        info = zoo.model_info(name)
+        path = W.local_copy(info, tag, cache_dir=args.cache_dir)
         if path is None:
             print(f"{name}.{tag}: not downloaded")
             continue
         try:
-            W.verify_file(path, w.sha256, w.size, what=f"{name}.{tag}", force=True)
+            W.verify_local(info, tag, path)
             print(f"{name}.{tag}: ok  {path}")
         except ChecksumError as exc:
             failed += 1
@@ -147,8 +191,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     info = zoo.model_info(args.name)
     pretrained = not (args.checkpoint or args.random_weights)
-    if pretrained and not info.pretrained and "." not in args.name:
-        raise ZooError(f"{info.name!r} has no published weights; pass --checkpoint PATH, or --random-weights for a smoke run")
+    if pretrained and info.default_tag is None and "." not in args.name:
+        from zoo.registry import no_weights_message
+
+        raise ZooError(f"{no_weights_message(info)}; in `zoo predict`: --checkpoint PATH, or --random-weights for a "
+                       "smoke run")
     wanted = 2 if info.task in PREDICT_INPUTS else 1
     if len(args.images) != wanted:
         raise ZooError(f"{info.name} ({info.task}) takes {PREDICT_INPUTS.get(info.task, 'one image')}, "
@@ -258,17 +305,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("outdir")
     s.set_defaults(fn=cmd_site)
 
-    for command, fn, help_ in (("download", cmd_download, "download and verify weights"),
+    for command, fn, help_ in (("download", cmd_download, "download (and convert) and verify weights"),
                                ("verify", cmd_verify, "re-hash downloaded weights")):
         s = sub.add_parser(command, help=help_)
-        s.add_argument("name", nargs="?")
-        s.add_argument("--all", action="store_true")
+        s.add_argument("name", nargs="?", help="NAME or NAME.TAG")
+        s.add_argument("--all", action="store_true", help="every tag of every entry")
         s.add_argument("--cache-dir")
+        if command == "download":
+            s.add_argument("--dry-run", action="store_true", help="list source, URL, hash, converter, licence; fetch nothing")
+            s.add_argument("--force", action="store_true", help="fetch again and replace the cached copy")
         s.set_defaults(fn=fn)
+
+    s = sub.add_parser("import", help="check, convert and cache an official file downloaded by hand")
+    s.add_argument("name", help="NAME.TAG of an upstream or manual weights tag")
+    s.add_argument("file", help="the official file as downloaded")
+    s.set_defaults(fn=cmd_import)
 
     s = sub.add_parser("publish", help="publish weights to a Hub repository")
     s.add_argument("name")
-    s.add_argument("--weights", required=True)
+    s.add_argument("--weights", help="the file to publish (default with NAME.TAG: that tag's verified local file, "
+                                     "e.g. an official upstream file converted by zoo)")
     s.add_argument("--repo-id", required=True)
     s.add_argument("--tag")
     s.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")

@@ -23,13 +23,14 @@ INDEX_COLUMNS = ("model", "task", "params (M)", "GFLOPs", "weights", "headline m
 HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
     "semantic-segmentation": ("mIoU",),
     "optical-flow": ("EPE", "AEE"),
-    "image-classification": ("top-1", "acc@1", "top1"),
-    "object-detection": ("mAP", "AP", "box AP"),
-    "instance-segmentation": ("mask AP", "AP"),
+    "image-classification": ("top-1", "acc@1", "top1", "top1_error"),
+    "object-detection": ("mAP", "AP", "box AP", "box_ap", "map"),
+    "instance-segmentation": ("mask AP", "mask_ap", "AP"),
     "salient-object-detection": ("MAE", "max F", "S-measure"),
     "video-prediction": ("MSE", "PSNR"),
 }
-LOWER_IS_BETTER = frozenset({"EPE", "AEE", "MAE", "MSE", "error", "top-1 error", "top-5 error"})
+LOWER_IS_BETTER = frozenset({"EPE", "epe", "zero_epe", "AEE", "MAE", "mae", "MSE", "error", "top-1 error", "top-5 error",
+                             "top1_error", "top5_error"})
 
 
 def count_parameters(info: ModelInfo) -> int:
@@ -54,7 +55,7 @@ def headline(info: ModelInfo) -> Metric | None:
 
 def headline_metric(info: ModelInfo) -> str:
     m = headline(info)
-    return f"{m.metric} {m.value:g} ({m.dataset} {m.split})" if m else "-"
+    return f"{m.metric} {m.value:g} ({m.dataset} {m.split}; {m.by})" if m else "-"
 
 
 def index_row(info: ModelInfo) -> dict[str, Any]:
@@ -73,8 +74,10 @@ def index_row(info: ModelInfo) -> dict[str, Any]:
         "input_size": list(info.input_size),
         "weights": info.default_tag,
         "tags": sorted(info.weights),
+        "tag_kinds": [info.weights[t].kind for t in sorted(info.weights)],
         "metric": None if m is None else {"metric": m.metric, "value": m.value, "dataset": m.dataset,
-                                          "split": m.split, "lower_is_better": m.metric in LOWER_IS_BETTER},
+                                          "split": m.split, "by": m.by,
+                                          "lower_is_better": m.metric in LOWER_IS_BETTER},
         "exportable": info.exportable,
         "license": info.license,
         "paper": {"title": info.paper.title, "authors": info.paper.authors, "venue": info.paper.venue,
@@ -87,6 +90,15 @@ def fmt_amount(x: float) -> str:
     return f"{x:.1f}" if x >= 1 or x == 0 else f"{x:.3g}"
 
 
+def _weights_cell(row: dict[str, Any]) -> str:
+    """The default tag (or the first), with its kind when ``pretrained=True`` cannot fetch it by itself."""
+    if not row["tags"]:
+        return "none"
+    tag = row["weights"] or row["tags"][0]
+    kind = row["tag_kinds"][row["tags"].index(tag)]
+    return f"{tag} ({kind})" if kind in ("manual", "warm-start") else tag
+
+
 def format_row(row: dict[str, Any]) -> dict[str, str]:
     """Display strings of :func:`index_row` for :data:`INDEX_COLUMNS`."""
     m = row["metric"]
@@ -95,8 +107,8 @@ def format_row(row: dict[str, Any]) -> dict[str, str]:
         "task": row["task"],
         "params (M)": fmt_amount(row["params"] / 1e6),
         "GFLOPs": fmt_amount(row["gflops"]),
-        "weights": row["weights"] or "none yet",
-        "headline metric": f"{m['metric']} {m['value']:g} ({m['dataset']} {m['split']})" if m else "-",
+        "weights": _weights_cell(row),
+        "headline metric": f"{m['metric']} {m['value']:g} ({m['dataset']} {m['split']}; {m['by']})" if m else "-",
         "exportable": "yes" if row["exportable"] else "no",
     }
 

@@ -1,8 +1,6 @@
 """``create()``: build a registry model, load its weights and attach transforms and post-processing."""
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +8,12 @@ import torch
 from torch import nn
 
 from zoo.archs import get_arch
-from zoo.errors import RegistryError, UnknownModelError, WeightsError
-from zoo.registry import ModelInfo, default_registry, parse_entry, thaw
+from zoo.errors import RegistryError
+from zoo.hubconfig import HUB_WEIGHTS, parse_hf_hub, resolve_hf_hub
+from zoo.registry import ModelInfo, default_registry, thaw
 from zoo.transforms import build_postprocess, build_transforms
 from zoo import weights as W
 
-_HF_HUB = re.compile(r"^hf-hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
-HUB_CONFIG = "config.json"
-HUB_WEIGHTS = "model.safetensors"
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
@@ -81,22 +77,6 @@ def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: 
     return (make(batch, *lead, height, width),)
 
 
-def _hub_info(repo: str, revision: str | None, cache_dir, local_files_only) -> tuple[ModelInfo, Path]:
-    rev = revision or "main"
-    cfg_path = W.hub_download(repo, HUB_CONFIG, rev, cache_dir=cache_dir, local_files_only=local_files_only,
-                              what=f"hf-hub:{repo}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except ValueError as exc:
-        raise WeightsError(f"hf-hub:{repo}: {HUB_CONFIG} is not valid JSON ({exc})") from None
-    entry = {k: v for k, v in cfg.items() if k not in {"name", "zoo_version", "weights_file"}}
-    entry["weights"] = {"default": None, "tags": {}}
-    info = parse_entry(cfg.get("name", "hub-model"), entry, source=f"hf-hub:{repo}/{HUB_CONFIG}")
-    weights_path = W.hub_download(repo, cfg.get("weights_file", HUB_WEIGHTS), rev, cache_dir=cache_dir,
-                                  local_files_only=local_files_only, what=f"hf-hub:{repo}")
-    return info, weights_path
-
-
 def create(
     name: str,
     pretrained: bool | str = False,
@@ -130,12 +110,10 @@ def create(
     device = torch.device(device) if device is not None else torch.device("cpu")
     weights_path: Path | None = None
     user_file = False
-    hub = _HF_HUB.match(name)
+    hub = parse_hf_hub(name, revision)
     if hub:
-        info, weights_path = _hub_info(hub["repo"], revision or hub["rev"], cache_dir, local_files_only)
+        info, weights_path = resolve_hf_hub(*hub, cache_dir=cache_dir, local_files_only=local_files_only)
         tag = None
-    elif name.startswith("hf-hub:"):
-        raise UnknownModelError(f"{name!r}: use 'hf-hub:ORG/REPO' or 'hf-hub:ORG/REPO@REVISION'")
     else:
         base, tag = parse_name(name)
         info = default_registry().get(base)
@@ -154,13 +132,15 @@ def create(
             weights_path = weights_path / HUB_WEIGHTS
         user_file = True
     elif pretrained and not hub:
-        tag = tag or info.default_tag
+        tag = info.weights_for(tag).tag
         weights_path = W.resolve(info, tag, cache_dir=cache_dir, local_files_only=local_files_only)
+    if weights_path is None or user_file:
+        tag = None
 
-    overrides = dict(arch_overrides)
+    overrides = {**(thaw(info.weights[tag].args) if tag is not None else {}), **arch_overrides}
     if num_classes is not None:
         overrides["num_classes"] = num_classes
-    classes_changed = num_classes is not None and num_classes != info.args.get("num_classes")
+    classes_changed = num_classes is not None and num_classes != info.args_for(tag).get("num_classes")
 
     if weights_path is None:
         model = build_model(info, **overrides).to(device=device, dtype=dtype)
@@ -177,13 +157,20 @@ def create(
         )
         W.load_into_meta_model(model, tensors, device=device, dtype=dtype)
     model.eval()
-    _attach(model, info, tag if weights_path is not None else None)
+    _attach(model, info, tag, classes_changed)
     return model
 
 
-def _attach(model: nn.Module, info: ModelInfo, tag: str | None) -> None:
+def _attach(model: nn.Module, info: ModelInfo, tag: str | None, classes_changed: bool = False) -> None:
+    """``transforms`` and ``postprocess`` for the weights loaded (a tag's own preprocessing when it has
+    one), ``info``, ``weights_tag`` and ``categories`` (class names in output order, or None)."""
+    from zoo.registry import categories
+
+    w = info.weights[tag] if tag is not None else None
+    names = categories(w.categories) if w is not None and w.categories and not classes_changed else None
     # object.__setattr__ keeps transforms out of the model's state dict and module tree.
-    object.__setattr__(model, "transforms", build_transforms(info.transforms, info.name))
+    object.__setattr__(model, "transforms", build_transforms(info.transforms_for(tag), info.name))
     object.__setattr__(model, "postprocess", build_postprocess(info.postprocess, info.name))
     object.__setattr__(model, "info", info)
     object.__setattr__(model, "weights_tag", tag)
+    object.__setattr__(model, "categories", list(names) if names is not None else None)

@@ -18,7 +18,8 @@ from zoo import __version__
 from zoo import weights as W
 from zoo.cards import release_card
 from zoo.errors import WeightsError, ZooError
-from zoo.factory import HUB_CONFIG, HUB_WEIGHTS, build_model, model_info
+from zoo.factory import build_model, model_info, parse_name
+from zoo.hubconfig import HUB_CONFIG, HUB_WEIGHTS, write_config
 from zoo.registry import ModelInfo, thaw
 
 
@@ -50,26 +51,6 @@ def publish_to_store(folder: Path, repo_id: str, store: str | Path, *, force: bo
     return {"revision": revision, "store": str(target)}
 
 
-def hub_config(info: ModelInfo) -> dict[str, Any]:
-    """The ``config.json`` of a published repository (the registry entry minus its weights)."""
-    return {
-        "name": info.name,
-        "zoo_version": __version__,
-        "task": info.task,
-        "arch": info.arch,
-        "args": thaw(info.args),
-        "classifier": list(info.classifier),
-        "paper": {k: v for k, v in vars(info.paper).items() if v is not None},
-        "license": info.license,
-        "card": info.card,
-        "input_size": list(info.input_size),
-        "transforms": {"preset": info.transforms.preset, "args": thaw(info.transforms.args)},
-        "postprocess": {"preset": info.postprocess.preset, "args": thaw(info.postprocess.args)},
-        "exportable": info.exportable,
-        "weights_file": HUB_WEIGHTS,
-    }
-
-
 REFERENCE_FILE = "reference.safetensors"
 REFERENCE_SIZE = (64, 64)
 
@@ -94,7 +75,7 @@ def write_reference_tensors(info: ModelInfo, weights: Path, path: Path) -> None:
 
     torch.manual_seed(0)
     inputs = example_inputs(info, REFERENCE_SIZE)
-    model = create(info.name, checkpoint=weights)
+    model = create(info.name, checkpoint=weights, **thaw(info.args))
     save_file({"input": inputs[0].contiguous(), "output": reference_output(model, inputs).contiguous()}, str(path),
               metadata={"name": info.name, "zoo_version": __version__, "torch": torch.__version__})
 
@@ -102,7 +83,7 @@ def write_reference_tensors(info: ModelInfo, weights: Path, path: Path) -> None:
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_pickle: bool = False,
+def write_release(name: str, weights: str | Path | None, out_dir: str | Path, *, allow_pickle: bool = False,
                   dtype: str | None = None, tag: str | None = None) -> dict[str, Any]:
     """Write the release files (weights, reference tensors, config, card) for ``name`` into ``out_dir``;
     returns file, sha256 and size of the weights.
@@ -112,12 +93,26 @@ def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_
     size in 16 bits; ``zoo.create`` loads them back in the model's dtype). The reference tensors are
     computed from the stored weights, so they check exactly what users get. The card's weights row of
     ``tag`` describes this file (:func:`zoo.cards.release_card`).
+
+    ``name`` may be ``NAME.TAG`` of a registry tag (e.g. an official upstream file converted by zoo):
+    without ``weights`` its verified local file is published, built with the tag's args and transforms,
+    so a maintainer can mirror converted upstream weights to a Hub org and add the tag's ``hub`` half.
     """
     if dtype is not None and dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     from safetensors.torch import save_file
 
-    info = model_info(name)
+    base, registry_tag = parse_name(name)
+    info = model_info(base)
+    if weights is None:
+        if registry_tag is None:
+            raise PublishError(f"give --weights FILE, or NAME.TAG to publish the local file of a registry tag "
+                               f"(tags of {base}: {', '.join(sorted(info.weights)) or 'none'})")
+        weights = W.resolve(info, registry_tag)
+    if registry_tag is not None:
+        info.weights_for(registry_tag)
+        tag = tag or registry_tag
+        info = info.for_tag(registry_tag)
     state = W.strip_prefixes(W.read_state_dict(weights, allow_pickle=allow_pickle))
     with torch.device("meta"):
         model = build_model(info)
@@ -130,16 +125,16 @@ def write_release(name: str, weights: str | Path, out_dir: str | Path, *, allow_
                 "args": json.dumps(thaw(info.args), sort_keys=True)}
     save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, out / HUB_WEIGHTS, metadata=metadata)
     write_reference_tensors(info, out / HUB_WEIGHTS, out / REFERENCE_FILE)
-    (out / HUB_CONFIG).write_text(json.dumps(hub_config(info), indent=2) + "\n")
     path = out / HUB_WEIGHTS
     file = {"file": HUB_WEIGHTS, "sha256": W.sha256_file(path), "size": path.stat().st_size}
+    write_config(out / HUB_CONFIG, info, weights_sha256=file["sha256"], weights_size=file["size"])
     (out / "README.md").write_text(release_card(info, tag, sha256=file["sha256"], size=file["size"]))
     return file
 
 
 def publish(
     name: str,
-    weights: str | Path,
+    weights: str | Path | None,
     repo_id: str,
     *,
     tag: str | None = None,
@@ -164,10 +159,13 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
         folder = Path(out_dir) if out_dir else Path(tmp) / "release"
         entry: dict[str, Any] = {"repo": repo_id, "revision": None, **write_release(name, weights, folder, allow_pickle=allow_pickle, dtype=dtype, tag=tag)}
+        tag = tag or parse_name(name)[1]
         if tag:
             entry["tag"] = tag
         if store is not None:
-            return {**entry, **publish_to_store(folder, repo_id, store, force=force)}
+            entry.update(publish_to_store(folder, repo_id, store, force=force))
+            entry["hub"] = {k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")}
+            return entry
         if dry_run:
             entry["dry_run"] = True
             entry["files"] = sorted(p.name for p in folder.iterdir())
@@ -195,4 +193,5 @@ def publish(
             raise WeightsError(f"published {repo_id}@{revision}/{HUB_WEIGHTS} downloads with sha256 {got}, "
                                f"uploaded {entry['sha256']}: the upload is corrupt; publish again")
         entry["revision"] = revision
+        entry["hub"] = {k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")}  # the registry's tag.hub
         return entry

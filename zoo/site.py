@@ -750,11 +750,11 @@ def _metrics_html(info: ModelInfo) -> str:
     body = "".join(
         f'<tr><td><code>{_esc(w.tag)}</code>{" (default)" if w.tag == info.default_tag else ""}</td>'
         f"<td>{_esc(m.dataset)}</td><td>{_esc(m.split)}</td><td>{_esc(m.metric)}</td>"
-        f'<td class="num">{m.value:g}</td><td>{md_inline(m.measured)}</td></tr>'
+        f'<td class="num">{m.value:g}</td><td>{_esc(m.by)}</td><td>{md_inline(m.evidence)}</td></tr>'
         for w, m in rows
     )
     return ('<div class="table"><table id="metrics-table"><thead><tr><th>weights</th><th>dataset</th><th>split</th>'
-            '<th>metric</th><th class="num">value</th><th>how measured</th></tr></thead>'
+            '<th>metric</th><th class="num">value</th><th>by</th><th>how / where</th></tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
 
 
@@ -766,13 +766,32 @@ def _weights_html(info: ModelInfo) -> str:
     out = ['<div id="weights-tags">']
     for w in info.weights.values():
         default = " (default)" if w.tag == info.default_tag else ""
-        url = f"https://huggingface.co/{w.repo}/tree/{w.revision}"
         name = info.name if w.tag == info.default_tag else f"{info.name}.{w.tag}"
-        rows = [
-            ("repo", f'<a href="{_esc(url)}" rel="noopener noreferrer">{_esc(w.repo)}</a>'),
-            ("revision", f"<code>{_esc(w.revision)}</code>"),
-            ("file", f"<code>{_esc(w.file)}</code> ({w.size:,} bytes)"),
-            ("sha256", f'<code class="sha">{_esc(w.sha256)}</code>'),
+        rows = [("kind", _esc(w.kind))]
+        if w.hub is not None:
+            url = f"https://huggingface.co/{w.hub.repo}/tree/{w.hub.revision}"
+            rows += [
+                ("repo", f'<a href="{_esc(url)}" rel="noopener noreferrer">{_esc(w.hub.repo)}</a>'),
+                ("revision", f"<code>{_esc(w.hub.revision)}</code>"),
+                ("file", f"<code>{_esc(w.hub.file)}</code> ({w.hub.size:,} bytes)"),
+                ("sha256", f'<code class="sha">{_esc(w.hub.sha256)}</code>'),
+            ]
+        spec = w.upstream or w.manual
+        if w.upstream is not None:
+            rows.append(("official file", f'<a href="{_esc(w.upstream.url)}" rel="noopener noreferrer">'
+                                          f"{_esc(w.upstream.file_name)}</a>"))
+        if w.manual is not None:
+            rows.append(("download page", f'<a href="{_esc(w.manual.page)}" rel="noopener noreferrer">'
+                                          f"{_esc(w.manual.page)}</a> (<code>{_esc(w.manual.file_name)}</code>, "
+                                          f"then <code>zoo import {_esc(info.name)}.{_esc(w.tag)} FILE</code>)"))
+        if spec is not None:
+            rows += [("upstream sha256", f'<code class="sha">{_esc(spec.sha256 or "not published")}</code>'),
+                     ("converter", f"<code>{_esc(spec.converter)}</code>")]
+            if spec.cited_from:
+                rows.append(("cited from", f"<code>{_esc(spec.cited_from)}</code>"))
+        if w.warm_start is not None:
+            rows.append(("warm start from", f"<code>{_esc(w.warm_start)}</code>"))
+        rows += [
             ("source", md_inline(w.source)),
             ("license", _esc(w.license)),
             ("load", f'<code>zoo.create("{_esc(name)}", pretrained=True)</code>'),

@@ -699,16 +699,12 @@ def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
 
     ``source``: ``MODEL.TAG`` (registry weights, resolved like ``zoo.create(MODEL, pretrained=TAG)``)
     or a weights file (safetensors, or a training checkpoint ``.pt`` read with ``weights_only=True``).
-    A model may declare input channels that it adds to a source architecture
-    (``model.inserted_input_channels()``: ``{name: (dim, start, count)}``, e.g. the LS-DFN branch of a
-    FlowNet): a source tensor that fits such a parameter once ``count`` channels are taken out at ``start``
-    is copied around them and the inserted channels are zeroed ("expanded"), so a plain network's weights
-    give the extended network the same outputs to start with. Tensors of ``model`` with no match keep
-    their initialisation. The report lists the copied, expanded and kept keys and the parameter counts,
-    so a card can say how much of the model was warm-started.
+    The copy is :func:`zoo.weights.expand_state_dict` (plain FlowNet weights fill a FlowNet with LS-DFN,
+    zero on the inserted channels); its report lists the copied, expanded and kept keys and the parameter
+    counts, so a card can say how much of the model was warm-started.
     """
     import zoo
-    from zoo.weights import read_state_dict
+    from zoo.weights import expand_state_dict, read_state_dict
 
     path = Path(source)
     if path.exists():
@@ -719,38 +715,7 @@ def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
             raise ValueError(f"warm start {source!r}: neither a file nor MODEL.TAG registry weights "
                              "(e.g. flownets-small.flyingshapes-28250)")
         theirs = zoo.create(name, pretrained=tag).state_dict()
-    ours = model.state_dict()
-    inserted = model.inserted_input_channels() if hasattr(model, "inserted_input_channels") else {}
-    copied = [k for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape]
-    expanded = {}
-    for k, (dim, start, count) in inserted.items():
-        if k in theirs and k not in copied:
-            shape = list(ours[k].shape)
-            shape[dim] -= count
-            if list(theirs[k].shape) == shape:
-                expanded[k] = (dim, start, count)
-    if not copied:
-        raise ValueError(f"warm start {source!r}: no tensor matches {type(model).__name__} by name and shape; "
-                         "is it weights of a related architecture?")
-    with torch.no_grad():
-        for k in copied:
-            ours[k].copy_(theirs[k].to(ours[k].dtype))
-        for k, (dim, start, count) in expanded.items():
-            src = theirs[k].to(ours[k].dtype)
-            ours[k].zero_()
-            ours[k].narrow(dim, 0, start).copy_(src.narrow(dim, 0, start))
-            rest = src.shape[dim] - start
-            ours[k].narrow(dim, start + count, rest).copy_(src.narrow(dim, start, rest))
-    done = set(copied) | set(expanded)
-    kept = {k: ("shape " + "x".join(map(str, theirs[k].shape)) + " in source" if k in theirs else "not in source")
-            for k in ours if k not in done}
-    counted = {k for k, _ in model.named_parameters()}
-    return {"source": source, "copied": copied,
-            "expanded": {k: f"{count} zero input channels inserted at {start} (dim {dim})"
-                         for k, (dim, start, count) in expanded.items()},
-            "kept": kept,
-            "copied_parameters": sum(ours[k].numel() for k in done if k in counted),
-            "total_parameters": sum(ours[k].numel() for k in counted)}
+    return expand_state_dict(model, theirs, source=source)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,11 +1,17 @@
 """Finding, verifying and loading weights.
 
-Resolution order for a registry weights tag (``repo``, ``revision``, ``file``, ``sha256``):
+Resolution order for a registry weights tag (:func:`resolve`; one owner per step):
 
 1. local mirrors: every directory in ``ZOO_WEIGHTS_MIRROR`` (``os.pathsep``-separated), then the
-   store bundled with the package (``zoo/weights_store``). Layout: ``<mirror>/<org>/<repo>/<revision>/<file>``.
-2. the Hugging Face Hub through ``huggingface_hub.hf_hub_download`` at the pinned revision, honouring
-   ``cache_dir``, ``local_files_only`` and ``HF_HUB_OFFLINE``; the endpoint is ``HF_ENDPOINT``.
+   store bundled with the package (``zoo/weights_store``). Layout: ``<mirror>/<org>/<repo>/<revision>/<file>``
+   for the tag's ``hub`` file;
+2. the Hugging Face Hub copy (``hub``) through ``huggingface_hub.hf_hub_download`` at the pinned
+   revision, honouring ``cache_dir``, ``local_files_only`` and ``HF_HUB_OFFLINE``; the endpoint is
+   ``HF_ENDPOINT``. When the tag also has an ``upstream`` half, a cached conversion is used before the
+   network, and a Hub copy that cannot be reached falls through to step 3;
+3. :mod:`zoo.upstream`: the official upstream file, downloaded (or found in ``DIR/upstream/``),
+   hash-checked, converted and cached; for ``manual`` tags an error that says how to import the file;
+   for ``warm_start`` tags the host's weights expanded into the entry.
 
 Every file is checked against the registry's sha256 before it is used. A full hash is computed once
 per file; afterwards a stamp (path, size, mtime) in ``$ZOO_CACHE`` (default ``~/.cache/zoo``) lets later
@@ -27,12 +33,12 @@ import torch
 from torch import nn
 
 from zoo.errors import ChecksumError, OfflineError, StateDictMismatchError, WeightsError
-from zoo.registry import ModelInfo, Weights
+from zoo.registry import HubFile, ModelInfo
 
 MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
 CACHE_ENV = "ZOO_CACHE"
 BUNDLED_STORE = Path(__file__).parent / "weights_store"
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".pkl")
 
 
 # ------------------------------------------------------------------------------------ checksums
@@ -44,11 +50,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _stamp_path(sha256: str) -> Path:
+def cache_root() -> Path:
+    """zoo's own cache: verification stamps, original upstream files and their conversions."""
     root = os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zoo"
     )
-    return Path(root) / "verified" / f"{sha256}.json"
+    return Path(root)
+
+
+def _stamp_path(sha256: str) -> Path:
+    return cache_root() / "verified" / f"{sha256}.json"
 
 
 def _file_identity(path: Path) -> dict:
@@ -56,17 +67,19 @@ def _file_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def verify_file(path: str | Path, sha256: str, size: int | None = None, *, what: str = "weights", force: bool = False) -> None:
+def verify_file(path: str | Path, sha256: str, size: int | None = None, *, what: str = "weights", force: bool = False,
+                advice: str = "remove the file and download it again (`zoo download NAME --force`)") -> None:
     """Raise :class:`ChecksumError` unless ``path`` has the expected sha256 (and size).
 
     A successful full check leaves a stamp so the next call costs only a ``stat``; ``force`` re-hashes.
+    ``advice`` is how to get a good copy (it depends on where the file came from).
     """
     path = Path(path)
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         raise ChecksumError(
             f"{what}: {path} has {actual_size} bytes, the registry expects {size} (truncated or wrong file). "
-            f"Nothing was deleted; remove the file and download it again (`zoo download`)."
+            f"Nothing was deleted; {advice}."
         )
     stamp = _stamp_path(sha256)
     identity = _file_identity(path)
@@ -80,7 +93,7 @@ def verify_file(path: str | Path, sha256: str, size: int | None = None, *, what:
     if actual != sha256:
         raise ChecksumError(
             f"{what}: sha256 of {path} is {actual}, the registry expects {sha256}. The file is corrupt or "
-            f"not the published one. Nothing was deleted; remove the file and download it again (`zoo download`)."
+            f"not the published one. Nothing was deleted; {advice}."
         )
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
@@ -97,15 +110,16 @@ def mirror_dirs() -> list[Path]:
     return dirs + [BUNDLED_STORE]
 
 
-def find_in_mirrors(weights: Weights) -> Path | None:
+def find_in_mirrors(hub: HubFile) -> Path | None:
     for root in mirror_dirs():
-        candidate = root / weights.repo / weights.revision / weights.file
+        candidate = root / hub.repo / hub.revision / hub.file
         if candidate.is_file():
             return candidate
     return None
 
 
-def _offline_env() -> bool:
+def offline_mode() -> bool:
+    """True when huggingface_hub is in offline mode (``HF_HUB_OFFLINE``)."""
     try:
         from huggingface_hub import constants
 
@@ -122,8 +136,10 @@ def hub_download(
     cache_dir: str | Path | None = None,
     local_files_only: bool | None = None,
     what: str,
+    force_download: bool = False,
 ) -> Path:
-    """``hf_hub_download`` with zoo's error messages. The endpoint is ``HF_ENDPOINT`` read at call time."""
+    """``hf_hub_download`` with zoo's error messages. The endpoint is ``HF_ENDPOINT`` read at call time.
+    ``force_download`` fetches the file again and replaces the cached blob."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -133,12 +149,12 @@ def hub_download(
         RevisionNotFoundError,
     )
 
-    offline = _offline_env() if local_files_only is None else local_files_only
+    offline = offline_mode() if local_files_only is None else local_files_only
     where = f"{repo}@{revision[:12]}/{file}"
     try:
         return Path(hf_hub_download(
             repo, file, revision=revision, cache_dir=cache_dir, local_files_only=offline,
-            endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="dynzoo",
+            endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="dynzoo", force_download=force_download,
         ))
     except LocalEntryNotFoundError:
         how = "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)" if offline else "the Hub could not be reached"
@@ -159,12 +175,35 @@ def hub_download(
         raise WeightsError(f"{what}: download of {where} did not complete ({exc}); try again") from None
 
 
-def cached_hub_file(weights: Weights, *, cache_dir: str | Path | None = None) -> Path | None:
-    """The cached Hub file of ``weights`` if present (never touches the network)."""
+def cached_hub_file(hub: HubFile, *, cache_dir: str | Path | None = None) -> Path | None:
+    """The cached Hub file of ``hub`` if present (never touches the network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(weights.repo, weights.file, cache_dir=cache_dir, revision=weights.revision)
+    found = try_to_load_from_cache(hub.repo, hub.file, cache_dir=cache_dir, revision=hub.revision)
     return Path(found) if isinstance(found, str) else None
+
+
+def local_copy(info: ModelInfo, tag: str, *, cache_dir: str | Path | None = None) -> Path | None:
+    """Where the file of ``info.tag`` already is on this machine (mirror, bundled store, Hub cache or
+    zoo's conversion cache), unverified; None when it would have to be fetched."""
+    from zoo import upstream
+
+    w = info.weights[tag]
+    if w.hub is not None:
+        found = find_in_mirrors(w.hub) or cached_hub_file(w.hub, cache_dir=cache_dir)
+        if found is not None:
+            return found
+    candidate = upstream.converted_dir(info, tag) / upstream.CONVERTED
+    return candidate if w.kind != "hub" and candidate.is_file() else None
+
+
+def hub_advice(info: ModelInfo, tag: str, path: Path) -> str:
+    """How to replace a bad copy of a ``hub`` file, by where ``path`` is."""
+    if path.is_relative_to(BUNDLED_STORE):
+        return "the package itself is damaged: reinstall dynzoo (pip install --force-reinstall dynzoo)"
+    if any(path.is_relative_to(d) for d in mirror_dirs()):
+        return f"replace it in the mirror directory with a good copy ({MIRROR_ENV})"
+    return f"run `zoo download {info.name}.{tag} --force` to fetch it again"
 
 
 def resolve(
@@ -173,16 +212,47 @@ def resolve(
     *,
     cache_dir: str | Path | None = None,
     local_files_only: bool | None = None,
+    force_download: bool = False,
 ) -> Path:
-    """Local path of the verified weights file of ``info`` for ``tag`` (default tag when None)."""
+    """Local path of the verified weights file of ``info`` for ``tag`` (default tag when None).
+
+    ``force_download`` ignores cached copies in zoo's and huggingface_hub's caches (not mirrors or the
+    bundled store) and fetches and converts again, replacing them."""
+    from zoo import upstream
+
     weights = info.weights_for(tag)
-    what = f"weights {info.name}.{weights.tag}"
-    path = find_in_mirrors(weights)
-    if path is None:
-        path = hub_download(weights.repo, weights.file, weights.revision, cache_dir=cache_dir,
-                            local_files_only=local_files_only, what=what)
-    verify_file(path, weights.sha256, weights.size, what=what)
-    return path
+    tag, hub = weights.tag, weights.hub
+    what = f"weights {info.name}.{tag}"
+    if hub is not None:
+        path = find_in_mirrors(hub)
+        fallback = weights.upstream is not None or weights.warm_start is not None or weights.manual is not None
+        if path is None and not fallback:
+            path = hub_download(hub.repo, hub.file, hub.revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only, what=what, force_download=force_download)
+        elif path is None:  # a Hub copy of a converted tag: Hub cache, a cached conversion, the Hub, then upstream
+            path = None if force_download else cached_hub_file(hub, cache_dir=cache_dir)
+            if path is None and (force_download or upstream.cached_converted(info, tag) is None):
+                try:
+                    path = hub_download(hub.repo, hub.file, hub.revision, cache_dir=cache_dir,
+                                        local_files_only=local_files_only, what=what, force_download=force_download)
+                except WeightsError:
+                    path = None
+        if path is not None:
+            verify_file(path, hub.sha256, hub.size, what=what, advice=hub_advice(info, tag, path))
+            return path
+    return upstream.resolve(info, tag, local_files_only=local_files_only, force=force_download)
+
+
+def verify_local(info: ModelInfo, tag: str, path: Path) -> None:
+    """Re-hash the local copy ``path`` of ``info.tag`` (a Hub file, or a conversion against its sidecar)."""
+    from zoo import upstream
+
+    w = info.weights[tag]
+    if w.hub is not None and not path.is_relative_to(upstream.converted_dir(info, tag)):
+        verify_file(path, w.hub.sha256, w.hub.size, what=f"{info.name}.{tag}", force=True,
+                    advice=hub_advice(info, tag, path))
+    else:
+        upstream.verify_converted(info, tag, force=True)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -198,11 +268,7 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False, device: str
                 "to read it with torch.load(weights_only=True), or convert it: "
                 "safetensors.torch.save_file(state_dict, 'model.safetensors')."
             )
-        try:
-            obj = torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
-            raise WeightsError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}") from None
-        return unwrap_checkpoint(obj, path)
+        return read_pickle_checkpoint(path, device=device)
     try:
         tensors = mmap_safetensors(path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -213,6 +279,15 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False, device: str
     if torch.device(device).type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors
+
+
+def read_pickle_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict of a torch checkpoint, read with ``torch.load(weights_only=True)`` (no code runs)."""
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
+        raise WeightsError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}") from None
+    return unwrap_checkpoint(obj, path)
 
 
 _SAFETENSORS_DTYPES = {
@@ -392,3 +467,49 @@ def load_into_meta_model(
             for name, t in loaded.items():  # keep what the checkpoint provided
                 getattr(module, name).copy_(t)
     return model
+
+
+def expand_state_dict(model: nn.Module, theirs: Mapping[str, torch.Tensor], *, source: str) -> dict:
+    """Copy into ``model`` (in place) every tensor of ``theirs`` whose name and shape match; return a report.
+
+    A model may declare input channels that it adds to a source architecture
+    (``model.inserted_input_channels()``: ``{name: (dim, start, count)}``, e.g. the LS-DFN branch of a
+    FlowNet): a source tensor that fits such a parameter once ``count`` channels are taken out at ``start``
+    is copied around them and the inserted channels are zeroed ("expanded"), so a plain network's weights
+    give the extended network the same outputs to start with. Tensors of ``model`` with no match keep
+    their initialisation. The report lists the copied, expanded and kept keys, the source tensors used
+    nowhere (``kept_from_source``) and the parameter counts.
+    """
+    ours = model.state_dict()
+    inserted = model.inserted_input_channels() if hasattr(model, "inserted_input_channels") else {}
+    copied = [k for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape]
+    expanded = {}
+    for k, (dim, start, count) in inserted.items():
+        if k in theirs and k not in copied:
+            shape = list(ours[k].shape)
+            shape[dim] -= count
+            if list(theirs[k].shape) == shape:
+                expanded[k] = (dim, start, count)
+    if not copied:
+        raise ValueError(f"warm start {source!r}: no tensor matches {type(model).__name__} by name and shape; "
+                           "is it weights of a related architecture?")
+    with torch.no_grad():
+        for k in copied:
+            ours[k].copy_(theirs[k].to(ours[k].dtype))
+        for k, (dim, start, count) in expanded.items():
+            src = theirs[k].to(ours[k].dtype)
+            ours[k].zero_()
+            ours[k].narrow(dim, 0, start).copy_(src.narrow(dim, 0, start))
+            rest = src.shape[dim] - start
+            ours[k].narrow(dim, start + count, rest).copy_(src.narrow(dim, start, rest))
+    done = set(copied) | set(expanded)
+    kept = {k: ("shape " + "x".join(map(str, theirs[k].shape)) + " in source" if k in theirs else "not in source")
+            for k in ours if k not in done}
+    counted = {k for k, _ in model.named_parameters()}
+    return {"source": source, "copied": copied,
+            "expanded": {k: f"{count} zero input channels inserted at {start} (dim {dim})"
+                         for k, (dim, start, count) in expanded.items()},
+            "kept": kept,
+            "kept_from_source": sorted(k for k in theirs if k not in done),
+            "copied_parameters": sum(ours[k].numel() for k in done if k in counted),
+            "total_parameters": sum(ours[k].numel() for k in counted)}

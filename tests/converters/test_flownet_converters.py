@@ -36,8 +36,9 @@ def _encoder(corr: bool) -> list[tuple[str, int, int, int, int]]:
 
 
 # decoder: level -> (predict in-channels, deconv out-channels) ; in-channels of deconv{l-1} = predict in
-_DEC = {6: (ch(1024), ch(512)), 5: (2 * ch(512) + 2, ch(256)), 4: (ch(512) + ch(256) + 2, ch(128)),
-        3: (ch(256) + ch(128) + 2, ch(64)), 2: (ch(128) + ch(64) + 2, None)}
+def _dec() -> dict[int, tuple[int, int | None]]:
+    return {6: (ch(1024), ch(512)), 5: (2 * ch(512) + 2, ch(256)), 4: (ch(512) + ch(256) + 2, ch(128)),
+            3: (ch(256) + ch(128) + 2, ch(64)), 2: (ch(128) + ch(64) + 2, None)}
 
 
 def fnp_table(corr: bool, biases: bool = False, upsample_bias: bool = False) -> dict[str, tuple[int, ...]]:
@@ -45,7 +46,7 @@ def fnp_table(corr: bool, biases: bool = False, upsample_bias: bool = False) -> 
     t: dict[str, tuple[int, ...]] = {}
     for name, cin, cout, k, _ in _encoder(corr):
         t[f"{name}.0.weight"], t[f"{name}.0.bias"] = (cout, cin, k, k), (cout,)
-    for level, (cin, dout) in _DEC.items():
+    for level, (cin, dout) in _dec().items():
         t[f"predict_flow{level}.weight"] = (2, cin, 3, 3)
         if biases:
             t[f"predict_flow{level}.bias"] = (2,)
@@ -73,7 +74,7 @@ def mmflow_table(corr: bool) -> dict[str, tuple[int, ...]]:
     for (name, cin, cout, k, _), w in zip(enc, where):
         prefix = "corr_encoder.conv_redir.conv" if w is None else f"{w[0]}.layers.{w[1]}.layers.{w[2]}.conv"
         t[f"{prefix}.weight"], t[f"{prefix}.bias"] = (cout, cin, k, k), (cout,)
-    for level, (cin, dout) in _DEC.items():
+    for level, (cin, dout) in _dec().items():
         base = f"decoder.decoders.level{level}"
         t[f"{base}.pred_out.weight"], t[f"{base}.pred_out.bias"] = (2, cin, 3, 3), (2,)
         if dout is not None:

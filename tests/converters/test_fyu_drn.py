@@ -10,8 +10,10 @@ from zoo.errors import StateDictMismatchError
 from zoo.models.drn import drn, drn_seg
 
 CH = (16, 32, 64, 128, 256, 512, 512, 512)
-LAYERS = {("c", 26): ("basic", (1, 1, 2, 2, 2, 2, 1, 1)), ("c", 58): ("bottleneck", (1, 1, 3, 4, 6, 3, 1, 1)),
-          ("d", 22): ("basic", (1, 1, 2, 2, 2, 2, 1, 1)), ("d", 105): ("bottleneck", (1, 1, 3, 4, 23, 3, 1, 1))}
+LAYERS = {("c", 26): ("basic", (1, 1, 2, 2, 2, 2, 1, 1)), ("c", 42): ("basic", (1, 1, 3, 4, 6, 3, 1, 1)),
+          ("c", 58): ("bottleneck", (1, 1, 3, 4, 6, 3, 1, 1)), ("d", 22): ("basic", (1, 1, 2, 2, 2, 2, 1, 1)),
+          ("d", 38): ("basic", (1, 1, 3, 4, 6, 3, 1, 1)), ("d", 54): ("bottleneck", (1, 1, 3, 4, 6, 3, 1, 1)),
+          ("d", 105): ("bottleneck", (1, 1, 3, 4, 23, 3, 1, 1))}
 
 
 def fyu_shapes(variant: str, depth: int, seg_classes: int | None = None) -> dict[str, tuple[int, ...]]:

@@ -31,6 +31,7 @@ _BUILTIN = {
     "adelaidet-condinst": "zoo.converters.adelaidet_condinst",
     "mmdet-condinst": "zoo.converters.mmdet_condinst",
     "deformable-convnets-rfcn": "zoo.converters.deformable_convnets_rfcn",
+    "fyu-dilation": "zoo.converters.fyu_dilation",
 }
 _USER: dict[str, Converter] = {}
 
@@ -89,21 +90,16 @@ def convert_file(source: str, src: str | Path, dst: str | Path) -> dict[str, obj
     """Convert an official checkpoint file to a zoo safetensors file.
 
     Official checkpoints are pickles: running a converter on one is the opt-in, and the file is still
-    read with ``torch.load(weights_only=True)``. MXNet ``.params`` files are read without MXNet by
-    :func:`zoo.converters.mxnet_params.load_params`.
+    read with ``torch.load(weights_only=True)``. MXNet ``.params`` and Caffe ``.caffemodel`` files are read
+    without MXNet or Caffe (:func:`zoo.upstream.read_original`).
     """
     from safetensors.torch import save_file
 
-    from zoo.weights import read_state_dict, sha256_file
+    from zoo.upstream import read_original
+    from zoo.weights import sha256_file
 
     fn = get_converter(source)
-    if Path(src).suffix == ".params":
-        from zoo.converters.mxnet_params import load_params
-
-        state = load_params(src)
-    else:
-        state = read_state_dict(src, allow_pickle=True)
-    out = fn(state)
+    out = fn(read_original(Path(src), Path(src).name))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in out.items()}, str(dst), metadata={"converted_from": source})

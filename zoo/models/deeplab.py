@@ -137,6 +137,15 @@ class DeepLabV2(nn.Module):
         """Logits (B, num_classes, h, w) for one input scale."""
         return self.aspp(self.features(x))
 
+    def inserted_input_channels(self) -> dict[str, tuple[int, int, int]]:
+        """Where ``res5_extra`` (the LS-DFN branch) enters plain DeepLab v2: ``{parameter: (dim, start,
+        count)}``. Its channels follow layer4's in every ASPP branch; zero there, the network computes what
+        DeepLab v2 does (see :func:`zoo.weights.expand_state_dict`)."""
+        if self.res5_extra is None:
+            return {}
+        count = self.res5_extra.out_channels
+        return {f"aspp.convs.{i}.weight": (1, conv.in_channels - count, count) for i, conv in enumerate(self.aspp.convs)}
+
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         check_shape(x, "B,C,H,W", "x", C=3)
         return multiscale_fusion(

@@ -304,6 +304,16 @@ class RFCN(GeneralizedRCNN):
     """R-FCN: torchvision's ``GeneralizedRCNN`` with :class:`RFCNBackbone`, an RPN on C4 and
     :class:`RFCNRoIHeads` (see the module docstring for inputs and outputs)."""
 
+    def inserted_input_channels(self) -> dict[str, tuple[int, int, int]]:
+        """Where the LS-DFN output enters plain R-FCN: ``{parameter: (dim, start, count)}``. Its C'
+        channels follow C5's in ``conv_new_1``; zero there, R-FCN + LS-DFN computes what R-FCN does
+        (see :func:`zoo.weights.expand_state_dict`)."""
+        heads = self.roi_heads
+        if heads.lsdfn is None:
+            return {}
+        count = heads.lsdfn.out_channels
+        return {"roi_heads.conv_new_1.weight": (1, heads.conv_new_1.in_channels - count, count)}
+
 
 @register_arch("rfcn")
 def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mapping[str, Any] | None = None,
