@@ -457,3 +457,17 @@ def test_average_checkpoints_script_recomputes_batchnorm_statistics(tmp_path):
     no_model = subprocess.run([sys.executable, str(ROOT / "scripts" / "average_checkpoints.py"), "--out", str(out),
                                "--bn-data", "flying-shapes", *map(str, paths)], capture_output=True, text=True, cwd=ROOT)
     assert no_model.returncode == 2 and "--bn-data needs --model" in no_model.stderr
+
+
+def test_median_frequency_weights_by_hand_and_in_the_loss():
+    import torch.nn.functional as F
+
+    from zoo.training import median_frequency_weights, segmentation_loss
+
+    labels = [torch.tensor([[0, 0], [0, 1]]), torch.tensor([[0, 2], [2, 255]])]
+    # class pixels / pixels of the images holding the class: c0 4/7, c1 1/4, c2 2/3 (255 ignored); median 4/7
+    w = median_frequency_weights(labels, num_classes=4)
+    torch.testing.assert_close(w, torch.tensor([1.0, (4 / 7) / (1 / 4), (4 / 7) / (2 / 3), 0.0]))
+    logits, label = torch.randn(2, 4, 2, 2), torch.stack(labels)
+    torch.testing.assert_close(segmentation_loss(logits, label, weight=w),
+                               F.cross_entropy(logits, label, weight=w, ignore_index=255))

@@ -140,10 +140,11 @@ class TrainConfig:
     photometric: float = 0.0
     temperature_anneal: int = 0
     temperature_start: float = 30.0
+    class_weights: str = "none"
 
     # fields that must match when resuming (steps, time limit, logging... may change)
     RESUME_KEYS = ("model", "data", "arch_overrides", "num_classes", "batch_size", "size", "optimizer",
-                   "seed", "textures", "flow_reduction", "photometric")
+                   "seed", "textures", "flow_reduction", "photometric", "class_weights")
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -183,14 +184,16 @@ def full_res_epe(flow2: torch.Tensor, target: torch.Tensor, valid: torch.Tensor 
     return epe(up, target, valid)
 
 
-def segmentation_loss(output: Any, label: torch.Tensor, aux_weight: float = 0.5, ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy for the segmentation families' training outputs (see the module docstring)."""
+def segmentation_loss(output: Any, label: torch.Tensor, aux_weight: float = 0.5, ignore_index: int = 255,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy for the segmentation families' training outputs (see the module docstring);
+    ``weight``: per-class weights (C,) as ``F.cross_entropy``'s (e.g. :func:`median_frequency_weights`)."""
     size = label.shape[-2:]
 
     def ce_up(logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, label, ignore_index=ignore_index)
+        return F.cross_entropy(logits, label, weight=weight, ignore_index=ignore_index)
 
     if isinstance(output, dict):
         loss = ce_up(output["out"])
@@ -201,9 +204,28 @@ def segmentation_loss(output: Any, label: torch.Tensor, aux_weight: float = 0.5,
         loss = label.new_zeros((), dtype=torch.float32)
         for logits in output:
             small = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
-            loss = loss + F.cross_entropy(logits, small, ignore_index=ignore_index)
+            loss = loss + F.cross_entropy(logits, small, weight=weight, ignore_index=ignore_index)
         return loss
     return ce_up(output)
+
+
+def median_frequency_weights(labels: Sequence[torch.Tensor], num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Median frequency balancing (Eigen & Fergus, ICCV 2015; SegNet): weight_c = median_f / f_c, where
+    f_c is class c's pixel count divided by the pixel count of the images in which c appears. Classes
+    that never appear get weight 0. ``labels``: (H, W) int maps; returns (num_classes,) float32."""
+    pixels = torch.zeros(num_classes, dtype=torch.float64)
+    present = torch.zeros(num_classes, dtype=torch.float64)
+    for label in labels:
+        valid = label[label != ignore_index]
+        counts = torch.bincount(valid.flatten(), minlength=num_classes)[:num_classes].double()
+        pixels += counts
+        present += (counts > 0).double() * valid.numel()
+    freq = torch.where(present > 0, pixels / present.clamp(min=1), torch.zeros_like(pixels))
+    median = freq[freq > 0].median()
+    return torch.where(freq > 0, median / freq.clamp(min=1e-12), torch.zeros_like(freq)).float()
+
+
+CLASS_WEIGHT_SAMPLES = 256
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -573,6 +595,16 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
     loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
+    class_weight = None
+    if cfg.class_weights == "median-frequency":
+        if task != "semantic-segmentation":
+            raise ValueError(f"--class-weights applies to semantic segmentation, not {task}")
+        labels = [stream[p]["label"] for p in range(min(CLASS_WEIGHT_SAMPLES, len(stream)))]
+        class_weight = median_frequency_weights(labels, cfg.num_classes or info.args["num_classes"]).to(device)
+        if rank == 0:
+            (out / "class_weights.json").write_text(json.dumps([round(float(v), 6) for v in class_weight]) + "\n")
+    elif cfg.class_weights != "none":
+        raise ValueError(f"--class-weights must be 'none' or 'median-frequency', got {cfg.class_weights!r}")
     eval_set = None
     if cfg.eval_data and cfg.eval_every > 0:
         eval_set = dataset_from_spec(cfg.eval_data, size=tuple(cfg.size), seed=cfg.seed + 10**6, split="val")
@@ -628,7 +660,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                     metric = (logits.detach().argmax(dim=1) == batch["label"]).float().mean()
             else:
                 outputs = ddp_model(network_input(task, transforms, batch))
-                loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight)
+                loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight, weight=class_weight)
                 metric_name = "pixel_accuracy"
                 with torch.no_grad():
                     logits = outputs["out"] if isinstance(outputs, dict) else (outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
@@ -774,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DyConv2d models: anneal the attention temperature linearly from --temperature-start "
                         "to 1 over the first STEPS steps (Dynamic Convolution: 30 -> 1 over 10 epochs)")
     p.add_argument("--temperature-start", type=float, default=d.temperature_start)
+    p.add_argument("--class-weights", default=d.class_weights, choices=("none", "median-frequency"),
+                   help="segmentation: weight the cross-entropy per class by median frequency balancing, "
+                        f"estimated on the first {CLASS_WEIGHT_SAMPLES} training samples (class_weights.json)")
     return p
 
 
@@ -793,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log_every=args.log_every, eval_data=args.eval_data, eval_every=args.eval_every,
         time_limit=args.time_limit, device=args.device, dump_replicas=args.dump_replicas,
         augment_shift=args.augment_shift, photometric=args.photometric, temperature_anneal=args.temperature_anneal,
-        temperature_start=args.temperature_start,
+        temperature_start=args.temperature_start, class_weights=args.class_weights,
     )
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
