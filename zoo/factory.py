@@ -1,6 +1,8 @@
 """``create()``: build a registry model, load its weights and attach transforms and post-processing."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,25 @@ def get_transforms(name: str) -> nn.Module:
     """The inference transforms of ``name`` without building the model."""
     info = model_info(name)
     return build_transforms(info.transforms, info.name)
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """``torch.nn.init`` functions do nothing inside (they return their tensor): for building a model on the
+    meta device whose weights are loaded next (as accelerate's ``init_empty_weights`` and transformers'
+    ``no_init_weights``), where running the initialisers through meta decompositions only costs time."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def build_model(info: ModelInfo, **arch_overrides: Any) -> nn.Module:
@@ -149,7 +170,7 @@ def create(
         state = W.read_state_dict(weights_path, allow_pickle=allow_pickle)
         if user_file:
             state = W.strip_prefixes(state)
-        with torch.device("meta"):
+        with torch.device("meta"), skip_init():
             model = build_model(info, **overrides)
         tensors, _ = W.match_state_dict(
             model, state, reinit=info.classifier if classes_changed else (), strict=strict,
