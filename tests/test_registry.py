@@ -208,3 +208,77 @@ def test_at_least_35_entries_obtain_weights_with_pretrained():
     for name in ("deeplabv3-r50", "flownetc", "flownetc-lsdfn", "dilation8-context", "dmnet-r101"):
         assert name in names
     assert "hdfnet-vgg16" not in names  # manual downloads are not obtainable by pretrained= alone
+
+
+# --- YAML: duplicate keys, all-or-nothing user files ----------------------------------------------
+def _doc_text(models: dict, **tables) -> str:
+    return yaml.safe_dump({"schema_version": 2, **tables, "models": models}, sort_keys=False)
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("schema_version: 2\n", "schema_version: 2\nschema_version: 2\n", "schema_version"),
+    ("  one-model:\n", "  one-model:\n    task: semantic-segmentation\n  one-model:\n", "one-model"),
+    ("    license: apache-2.0\n", "    license: apache-2.0\n    license: mit\n", "license"),
+    (" sha256: " + "b" * 64 + "\n", " sha256: " + "b" * 64 + "\n            sha256: " + "c" * 64 + "\n", "sha256"),
+])
+def test_duplicate_keys_at_any_level_name_the_file_key_and_line(old, new, key):
+    text = _doc_text({"one-model": GOOD})
+    assert text.count(old) == 1
+    text = text.replace(old, new)
+    assert isinstance(yaml.safe_load(text), dict)  # PyYAML alone: the last value wins, silently
+    last = text[:text.index(new) + len(new)].count("\n")  # the line where the key repeats
+    first = last - new.count("\n") + 1
+    with pytest.raises(RegistryError) as err:
+        Registry().load_text(text, "dup.yaml")
+    assert str(err.value).startswith(f"dup.yaml, line {last}: duplicate key '{key}' (first at line {first})")
+
+
+def test_merge_keys_may_still_be_overridden():
+    text = ("schema_version: 2\npresets:\n  base: &base {preset: segmentation, args: {mean: [0, 0, 0], std: [1, 1, 1]}}\n"
+            "  other:\n    <<: *base\n    preset: segmentation\n" + _doc_text({"m-one": GOOD}).split("\n", 1)[1])
+    reg = Registry()
+    assert reg.load_text(text, "merge.yaml") == ["m-one"]
+    assert reg.tables.presets["other"]["preset"] == "segmentation"
+
+
+def test_user_registry_files_load_all_or_nothing(user_registry, tmp_path):
+    import zoo.registry as R
+
+    before, tables = zoo.list_models(), R.default_registry().tables
+    good = _with("weights", {"default": None, "tags": {}})
+    path = tmp_path / "mine.yaml"
+    # an invalid entry after valid ones (and a new papers row): nothing is added
+    models = {"mine-a": good, "mine-b": dict(good, paper="my-paper"), "mine-c": _with("input_size", [3, 0])}
+    path.write_text(_doc_text(models, papers={"my-paper": GOOD["paper"]}))
+    with pytest.raises(RegistryError, match="'mine-c'"):
+        R.load(path)
+    assert zoo.list_models() == before and R.default_registry().tables is tables
+    # a name clash with a shipped entry, before or after new ones: nothing is added, the shipped one stays
+    shipped = before[0]
+    for models in ({"mine-a": good, shipped: good}, {shipped: good, "mine-a": good}):
+        path.write_text(_doc_text(models))
+        with pytest.raises(RegistryError, match=f"{shipped!r} already exists"):
+            R.load(path)
+        assert zoo.list_models() == before and zoo.model_info(shipped).source == "registry.yaml"
+    # the same name twice in one file
+    path.write_text(_doc_text({"mine-a": good}) + "  mine-a:\n    task: semantic-segmentation\n")
+    with pytest.raises(RegistryError, match="duplicate key 'mine-a'"):
+        R.load(path)
+    assert zoo.list_models() == before
+    path.write_text(_doc_text({"mine-a": good, "mine-b": good}))
+    assert R.load(path) == ["mine-a", "mine-b"] and zoo.list_models() == sorted([*before, "mine-a", "mine-b"])
+
+
+@pytest.mark.parametrize("text,match", [
+    ("schema_version: true\nmodels: {}\n", "schema_version must be 2"),
+    ("schema_version: 2.0\nmodels: {}\n", "schema_version must be 2"),
+    ("schema_version: 2\nmodels: {}\n1: x\nextra: y\n", r"unknown top-level field\(s\) \['1', 'extra'\]"),
+    ("schema_version: !!int two\n", "not valid YAML: a value cannot be read"),
+    ("schema_version: " + "9" * 5000 + "\n", "not valid YAML: a value cannot be read"),
+    ("models: " + "[" * 5000, "not valid YAML"),
+    ("schema_version: 2\x00\n", "not valid YAML"),
+])
+def test_unreadable_documents_are_registry_errors(text, match):
+    with pytest.raises(RegistryError, match=match) as err:
+        Registry().load_text(text, "f.yaml")
+    assert str(err.value).startswith("f.yaml")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import zoo
@@ -24,9 +26,9 @@ import zoo.cards as C
 from conftest import SMALL_ENTRY
 from zoo.cli import main
 from zoo.docs import INDEX_COLUMNS
-from zoo.errors import RegistryError
+from zoo.errors import RegistryError, SiteError
 from zoo.registry import default_registry, parse_entry
-from zoo.site import build_site, markdown_to_html, site_files, site_problems
+from zoo.site import SITE_MARKER, build_site, markdown_to_html, site_files, site_problems
 from zoo.stats import model_stats
 
 HAND = {
@@ -222,6 +224,173 @@ def test_site_of_the_shipped_registry_builds_and_is_current(tmp_path):
     names = [r["name"] for r in _index_data((out / "index.html").read_text())["models"]]
     assert names == [i.name for i in default_registry()]
     assert sorted(p.stem for p in (out / "models").glob("*.html")) == sorted(names)
+
+
+# ---------------------------------------------------------------------------------- output directory
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_build_refuses_a_directory_it_did_not_write(site_entries, tmp_path, capsys):
+    out = tmp_path / "site"
+    (out / "models").mkdir(parents=True)
+    (out / "notes.html").write_text("mine")
+    (out / "models" / "test-small-segnet.html").write_text("also mine")
+    before = _tree(out)
+    with pytest.raises(SiteError, match="not written by `zoo site build`") as err:
+        build_site(out, site_entries)
+    assert str(out) in str(err.value) and "new directory" in str(err.value)
+    assert main(["site", "build", str(out)]) == 2 and str(out) in capsys.readouterr().err
+    assert _tree(out) == before
+    assert any("not written by `zoo site build`" in p for p in site_problems(out, site_entries))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SiteError, match="not a directory"):
+        build_site(tmp_path / "file", site_entries)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build_site(empty, site_entries)
+    assert (empty / SITE_MARKER).read_text().splitlines()[0] == "dynzoo-site 1"
+
+
+def test_rebuild_replaces_and_removes_only_the_files_it_wrote(site_entries, tmp_path):
+    out = tmp_path / "site"
+    build_site(out, site_entries)
+    (out / "notes.txt").write_text("mine")
+    (out / "models" / "mine.html").write_text("mine")
+    build_site(out, site_entries[:2])  # test-tiny-classifier's page is stale: removed, it was ours
+    assert not (out / "models" / "test-tiny-classifier.html").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "models" / "mine.html").read_text() == "mine"
+    assert site_problems(out, site_entries[:2]) == [
+        "models/mine.html: no such registry entry, and not written by `zoo site build`: remove it"]
+    # a file of the user's where a new page would go: refused before anything is written
+    (out / "models" / "test-tiny-classifier.html").write_text("mine too")
+    before = _tree(out)
+    with pytest.raises(SiteError, match="did not write are in the way: models/test-tiny-classifier.html"):
+        build_site(out, site_entries)
+    assert _tree(out) == before
+    (out / "models" / "test-tiny-classifier.html").unlink()
+    build_site(out, site_entries)
+    assert site_problems(out, site_entries) == ["models/mine.html: no such registry entry, and not written by "
+                                                "`zoo site build`: remove it"]
+
+
+@pytest.mark.parametrize("marker,match", [
+    ("dynzoo-site 99\nindex.html\n", "expected 'dynzoo-site 1'"),
+    ("", "expected 'dynzoo-site 1'"),
+    ("dynzoo-site 1\nindex.html\n../outside.html\n", r"line 3: '../outside.html' is not a file of the site"),
+    ("dynzoo-site 1\n/etc/passwd\n", "line 2"),
+])
+def test_a_marker_that_is_not_ours_is_refused(site_entries, tmp_path, marker, match):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / SITE_MARKER).write_text(marker)
+    (tmp_path / "outside.html").write_text("keep")
+    before = _tree(tmp_path)
+    with pytest.raises(SiteError, match=match) as err:
+        build_site(out, site_entries)
+    assert str(out / SITE_MARKER) in str(err.value)
+    assert _tree(tmp_path) == before
+
+
+def test_site_files_are_written_atomically(site_entries, tmp_path, monkeypatch):
+    import zoo.site as site
+
+    out = tmp_path / "site"
+    build_site(out, site_entries[:2])
+    before = _tree(out)
+    expected = {**site_files(site_entries), SITE_MARKER: None}
+    real_replace, replaced = os.replace, []
+
+    def replace(src, dst):
+        src, dst = Path(src), Path(dst)
+        assert src.parent == dst.parent and src.name.startswith(".") and src.name.endswith(".tmp")
+        rel = dst.relative_to(out).as_posix()
+        assert expected[rel] is None or src.read_text() == expected[rel]  # complete before it takes the name
+        replaced.append(rel)
+        if rel == "models/test-tiny-classifier.html":
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(site.os, "replace", replace)
+    with pytest.raises(SiteError, match=f"cannot write the site to {re.escape(str(out))}.*No space left"):
+        build_site(out, site_entries)
+    after = _tree(out)
+    assert not [p for p in out.rglob("*.tmp")]
+    assert after.keys() == before.keys()  # the failed page was never created, nothing was removed
+    assert after["index.html"] == site_files(site_entries)["index.html"].encode()  # whole pages only
+    assert "models/test-tiny-classifier.html" in after[SITE_MARKER].decode()  # the next build may replace it
+    monkeypatch.setattr(site.os, "replace", real_replace)
+    build_site(out, site_entries)
+    assert site_problems(out, site_entries) == []
+
+
+PARTS = ["index.html", "models", SITE_MARKER, "a.html", "b.html", "c.html", "notes.txt", ".hidden"]
+MARKER_LINES = ["dynzoo-site 1", "dynzoo-site 2", "# comment", "", "index.html", "models/a.html", "models/b.html",
+                "notes.txt", "../outside.html", "/abs.html", "models/../../outside.html", "models"]
+user_files = st.lists(st.tuples(st.lists(st.sampled_from(PARTS), min_size=1, max_size=3), st.binary(max_size=6)),
+                      max_size=8)
+markers = st.none() | st.lists(st.sampled_from(MARKER_LINES), max_size=6).map("\n".join) | st.binary(max_size=12)
+page_sets = st.sets(st.sampled_from(["a", "b", "c"]))
+
+
+def _populate(root: Path, files: list[tuple[list[str], bytes]], marker: str | bytes | None) -> None:
+    for parts, data in files:
+        path = root.joinpath(*parts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError:  # a file where a directory would go, or the reverse
+            pass
+    if marker is not None and not (root / SITE_MARKER).is_dir():
+        (root / SITE_MARKER).write_bytes(marker.encode() if isinstance(marker, str) else marker)
+
+
+def _licensed(root: Path) -> set[str]:
+    """The files a marker in ``root`` lets the build replace or remove (none unless it is valid)."""
+    try:
+        lines = (root / SITE_MARKER).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    if not lines or lines[0] != "dynzoo-site 1":
+        return set()
+    listed = {line for line in lines[1:] if line and not line.startswith("#")}
+    if not all(re.fullmatch(r"index\.html|models/[a-c]\.html", line) for line in listed):
+        return set()
+    return listed | {SITE_MARKER}
+
+
+@settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.none() | page_sets, files=user_files, marker=markers, second=page_sets)
+def test_fuzz_builds_never_touch_files_they_did_not_write(monkeypatch, first, files, marker, second):
+    import zoo.site as site
+
+    monkeypatch.setattr(site, "site_files", lambda names: {"index.html": f"index of {sorted(names)}",
+                                                            **{f"models/{n}.html": f"page {n}" for n in sorted(names)}})
+    with tempfile.TemporaryDirectory() as tmp:
+        out, outside = Path(tmp) / "site", Path(tmp) / "outside.html"
+        outside.write_text("keep")
+        if first is not None:  # a site built earlier, then files of the user's (and maybe a new marker) added
+            build_site(out, first)
+            marker = marker if isinstance(marker, str) and marker.startswith("dynzoo-site") else None
+        out.mkdir(exist_ok=True)
+        _populate(out, files, marker)
+        licensed = _licensed(out)
+        before = _tree(Path(tmp))
+        try:
+            build_site(out, second)
+        except SiteError as exc:
+            assert str(out) in str(exc)
+            assert _tree(Path(tmp)) == before  # refused before writing anything
+        else:
+            expected = site.site_files(second)
+            assert {rel: _tree(out)[rel].decode() for rel in expected} == expected
+            assert set((out / SITE_MARKER).read_text().splitlines()[2:]) == set(expected)
+            assert licensed or before.keys() == {"outside.html"}, "built into a directory that was not empty"
+        after = _tree(Path(tmp))
+        for rel, data in before.items():
+            if rel.startswith("site/") and rel[len("site/"):] in licensed:
+                continue
+            assert after.get(rel) == data, f"{rel} was changed or removed"
 
 
 # ---------------------------------------------------------------------------------- headless Chromium

@@ -37,3 +37,7 @@ class StateDictMismatchError(WeightsError):
 
 class InputError(ZooError, ValueError):
     """An input tensor has the wrong shape, dtype or range."""
+
+
+class SiteError(ZooError):
+    """The site's output directory cannot be written without touching files zoo did not write."""

@@ -359,7 +359,7 @@ class _Check:
     def no_unknown(self, mapping: Mapping, allowed: set[str], path: str) -> None:
         if not isinstance(mapping, Mapping):
             raise self.fail(path, f"must be a mapping, got {type(mapping).__name__}")
-        unknown = sorted(set(mapping) - allowed)
+        unknown = sorted(set(mapping) - allowed, key=str)
         if unknown:
             where = f"{path}." if path else ""
             raise self.fail(f"{where}{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
@@ -452,6 +452,8 @@ def parse_entry(name: str, raw: Any, source: str = "registry.yaml", *, tables: T
     tags_raw = c.get(weights_raw, "tags", Mapping, "weights.tags", optional=True, default={})
     weights = {tag: _parse_weights(c, tag, spec, tables, schema) for tag, spec in tags_raw.items()}
     default = weights_raw.get("default")
+    if default is not None and not isinstance(default, str):
+        raise c.fail("weights.default", f"must be a tag name or null, got {default!r}")
     if default is not None and default not in weights:
         raise c.fail("weights.default", f"names tag {default!r}, which is not in weights.tags ({', '.join(weights) or 'empty'})")
     if default is not None and weights[default].warm_start:
@@ -610,6 +612,49 @@ def _parse_tables(doc: Mapping, source: str) -> Tables:
 
 
 # --------------------------------------------------------------------------------------- registry
+class _RegistryLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last value silently).
+
+    Checked as each mapping is composed, on its keys as written, so that keys brought in by a merge
+    (``<<``) may still be overridden."""
+
+    source = "<string>"
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a collection as a key is refused as unhashable when constructed
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise RegistryError(f"{self.source}, line {line}: duplicate key {key_node.value!r} (first at line "
+                                    f"{seen[key]}); a key may appear once per mapping: remove or rename one")
+            seen[key] = line
+        return node
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        loader = _RegistryLoader(text)
+    except yaml.YAMLError as exc:  # a character YAML does not allow
+        raise RegistryError(f"{source}: not valid YAML: {exc}") from None
+    loader.source = loader.name = source
+    try:
+        return loader.get_single_data()
+    except RegistryError:
+        raise
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{source}: not valid YAML: {exc}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # scalars of explicit tags, huge ints
+        raise RegistryError(f"{source}: not valid YAML: a value cannot be read ({exc})") from None
+    except RecursionError:
+        raise RegistryError(f"{source}: not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 class Registry:
     """A set of validated entries, from the shipped registry.yaml and any user files."""
 
@@ -635,19 +680,17 @@ class Registry:
         self._entries[info.name] = info
 
     def load_text(self, text: str, source: str, *, replace: bool = False) -> list[str]:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RegistryError(f"{source}: not valid YAML: {exc}") from None
+        doc = _load_yaml(text, source)
         if not isinstance(doc, Mapping):
             raise RegistryError(f"{source}: must be a mapping with 'schema_version' and 'models'")
         version = doc.get("schema_version")
-        if version not in SUPPORTED_SCHEMAS:
+        if type(version) is not int or version not in SUPPORTED_SCHEMAS:  # not true, not 1.0
             raise RegistryError(f"{source}: schema_version must be {SCHEMA_VERSION} (1 is still read), got {version!r}")
         allowed = {"schema_version", "models"} | ({"papers", "presets", "categories"} if version >= 2 else set())
         unknown = set(doc) - allowed
         if unknown:
-            raise RegistryError(f"{source}: unknown top-level field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+            raise RegistryError(f"{source}: unknown top-level field(s) {sorted(map(str, unknown))}; "
+                                f"allowed: {', '.join(sorted(allowed))}")
         tables = self.tables.merged(_parse_tables(doc, source))
         models = doc.get("models") or {}
         if not isinstance(models, Mapping):
