@@ -269,13 +269,7 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False, device: str
                 "safetensors.torch.save_file(state_dict, 'model.safetensors')."
             )
         return read_pickle_checkpoint(path, device=device)
-    try:
-        tensors = mmap_safetensors(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(
-            f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: delete it and "
-            "download it again"
-        ) from None
+    tensors = mmap_safetensors(path)  # a bad file raises WeightsError naming it
     if torch.device(device).type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors
@@ -301,46 +295,114 @@ def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file as views of one private (copy-on-write) memory map of the file.
 
     Nothing is read until a tensor is used, so loading costs a header parse; writes never reach the
-    file. The header is validated against the file size (a truncated file is an error, not a short
-    tensor). Tensors whose offset is not aligned to their element size are copied.
+    file. The header is validated as the safetensors reference does (the tensors tile the data after
+    the header exactly), so a truncated or corrupt file raises :class:`WeightsError` naming it instead
+    of giving short or misplaced tensors. Tensors whose offset is not aligned to their element size are
+    copied.
     """
-    import json
     import struct
 
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file shorter than the 8-byte header length")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8:
-            raise ValueError(f"header length {header_len} exceeds the file size {size}")
-        header = json.loads(f.read(header_len))
-    header.pop("__metadata__", None)
+
+    def bad(problem: str, fix: str = "it is truncated or corrupt: delete it and download (or write) it again"):
+        return WeightsError(f"{path} is not a valid safetensors file: {problem}; {fix}")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                raise bad(f"{size} bytes, shorter than the 8-byte header length")
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > size - 8:
+                raise bad(f"header length {header_len} is larger than the {size - 8} bytes after it")
+            raw = f.read(header_len)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    specs = _safetensors_header(raw, bad)
     base = 8 + header_len
-    end = max((int(spec["data_offsets"][1]) for spec in header.values()), default=0)
-    if base + end > size:
-        raise ValueError(f"tensor data needs {base + end} bytes, the file has {size}")
-    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    end = 0
+    for name, spec in sorted(specs.items(), key=lambda item: item[1][2]):
+        begin, stop = spec[2]
+        if begin != end:
+            where = "overlaps the tensor before it" if begin < end else f"leaves {begin - end} bytes unused before it"
+            raise bad(f"tensor {name!r} at data_offsets {[begin, stop]} {where}")
+        end = stop
+    if base + end != size:
+        raise bad(f"the tensors need {base + end} bytes, the file has {size}" if base + end > size else
+                  f"{size - base - end} bytes after the last tensor")
+    try:
+        storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    except RuntimeError as exc:
+        raise WeightsError(f"cannot map {path} into memory: {exc}") from None
     out = {}
-    for name, spec in header.items():
-        dtype = _SAFETENSORS_DTYPES[spec["dtype"]]
-        begin, stop = (int(v) for v in spec["data_offsets"])
-        shape = [int(v) for v in spec["shape"]]
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        numel = 1
-        for dim in shape:
-            numel *= dim
-        if stop - begin != numel * itemsize:
-            raise ValueError(f"tensor {name!r}: {stop - begin} bytes for shape {shape} of {spec['dtype']}")
+    for name, (dtype, shape, (begin, stop)) in specs.items():
+        itemsize = dtype.itemsize
         offset = base + begin
         if offset % itemsize == 0:
             out[name] = torch.empty(0, dtype=dtype).set_(storage, offset // itemsize, shape)
         else:
-            raw = torch.empty(0, dtype=torch.uint8).set_(storage, offset, [stop - begin])
-            out[name] = raw.clone().view(dtype).reshape(shape)
+            raw_bytes = torch.empty(0, dtype=torch.uint8).set_(storage, offset, [stop - begin])
+            out[name] = raw_bytes.clone().view(dtype).reshape(shape)
     return out
+
+
+def _safetensors_header(raw: bytes, bad) -> dict[str, tuple[torch.dtype, list[int], tuple[int, int]]]:
+    """name -> (dtype, shape, (begin, end)) of a safetensors JSON header; ``bad(problem)`` makes the error."""
+    import json
+
+    def no_duplicates(pairs: list) -> dict:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set[str] = set()
+            repeated = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
+            raise bad(f"the header gives {', '.join(map(repr, repeated))} twice")
+        return out
+
+    if not raw.startswith(b"{"):
+        raise bad("the header is not a JSON object")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise bad(f"the header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("__metadata__ is not a map of strings to strings")
+    out = {}
+    for name, spec in header.items():
+        what = f"tensor {name!r}"
+        if not isinstance(spec, dict):
+            raise bad(f"{what} is {type(spec).__name__}, not an object")
+        if set(spec) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"{what} has fields {sorted(spec)}, expected data_offsets, dtype and shape")
+        dtype = _SAFETENSORS_DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
+        if dtype is None:
+            raise bad(f"{what} has dtype {spec['dtype']!r}",
+                      f"zoo reads {', '.join(_SAFETENSORS_DTYPES)}: save the tensors in one of these")
+        shape, offsets = spec["shape"], spec["data_offsets"]
+        if not isinstance(shape, list) or not all(_is_size(d) for d in shape):
+            raise bad(f"{what} has shape {shape!r}, not a list of non-negative integers")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_size(v) for v in offsets):
+            raise bad(f"{what} has data_offsets {offsets!r}, not two non-negative integers")
+        if offsets[0] > offsets[1]:
+            raise bad(f"{what} has data_offsets {offsets!r}: the end is before the start")
+        numel = extent = 1
+        for d in shape:
+            numel *= d
+            extent *= max(d, 1)
+        if extent >= 2 ** 63:
+            raise bad(f"{what} has shape {shape}, too large for a tensor")
+        if offsets[1] - offsets[0] != numel * dtype.itemsize:
+            raise bad(f"{what} has {offsets[1] - offsets[0]} bytes for shape {shape} of {spec['dtype']} "
+                      f"({numel * dtype.itemsize} bytes)")
+        out[name] = (dtype, shape, (offsets[0], offsets[1]))
+    return out
+
+
+def _is_size(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 64
 
 
 def unwrap_checkpoint(obj: object, path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -439,10 +501,18 @@ def load_into_meta_model(
             target = dtype if dtype is not None else declared.get(key, t.dtype)
             if target.is_floating_point and t.dtype != target:
                 t = t.to(target)
-        t = t.to(device)
-        # assign=True keeps the tensor itself: one that was not copied above may be a view of the file's
-        # memory map shared with tensors of other dtypes, which torch.save refuses to write
-        prepared[key] = t.clone() if t is given else t
+        prepared[key] = t.to(device)
+    # assign=True keeps the tensors themselves: those not copied above are views of the file's memory map
+    # (zero-copy). torch.save refuses one storage viewed as several dtypes, so only the views of the main
+    # dtype (by element count: the weights) stay views; the rest (e.g. int64 BatchNorm counters) are copied.
+    kept = [k for k, t in prepared.items() if t is tensors[k]]
+    by_dtype: dict[torch.dtype, int] = {}
+    for k in kept:
+        by_dtype[prepared[k].dtype] = by_dtype.get(prepared[k].dtype, 0) + prepared[k].numel()
+    main = max(by_dtype, key=by_dtype.get) if by_dtype else None
+    for k in kept:
+        if prepared[k].dtype != main:
+            prepared[k] = prepared[k].clone()
     model.load_state_dict(prepared, strict=False, assign=True)
     for module in model.modules():
         own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
