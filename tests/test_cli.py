@@ -30,9 +30,36 @@ def test_list_info_card(capsys):
     assert out.splitlines()[0].split()[:2] == ["model", "task"]
     code, out, _ = run(capsys, "list", "--task", "semantic-segmentation", "--pretrained")
     assert code == 0
-    code, out, _ = run(capsys, "info", "deeplabv2-r101")
+    code, out, _ = run(capsys, "info", "deeplabv2-r101", "--json")
     info = json.loads(out)
     assert info["arch"] == "deeplabv2" and info["transforms"]["args"]["channel_order"] == "bgr"
+
+
+def test_info_is_a_readable_summary_and_json_on_request(capsys):
+    code, out, _ = run(capsys, "info", "flownets")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "flownets  (optical-flow)"
+    for label, value in (("paper", "FlowNet: Learning Optical Flow"), ("licence", "apache-2.0"),
+                         ("input size", "6 x 384 x 512"), ("transforms", "optical-flow"),
+                         ("weights", "pretrained=True loads mmflow-chairs")):
+        assert any(line.startswith(label) and value in line for line in lines), (label, out)
+    tags = [line for line in lines if line.startswith("  ")]
+    assert [line.split()[0] for line in tags] == ["mmflow-chairs", "flownet2-s", "mmflow-sintel", "pinard-chairs"]
+    assert "[upstream, default, licence apache-2.0]" in tags[0]
+    assert "epe 2.03 (FlyingChairs validation; reported)" in tags[0]
+    assert "[manual, licence other]" in tags[1] and "no metrics" in tags[1]
+
+    code, out, _ = run(capsys, "info", "flownets-small.flyingshapes-28250")
+    tags = [line for line in out.splitlines() if line.startswith("  ")]
+    assert code == 0 and len(tags) == 1 and "bundled (no download), default" in tags[0]
+    assert "epe 3.8786 (FlyingShapes (held out) seed 12345, 64 pairs, 192x256; measured)" in tags[0]
+
+    code, out, _ = run(capsys, "info", "deeplabv2-lsdfn")
+    assert code == 0 and "warm start from deeplabv2-r101.voc12" in out
+
+    code, out, _ = run(capsys, "info", "flownets-small", "--json")
+    assert code == 0 and json.loads(out) == zoo.model_info("flownets-small").to_dict()
+    assert "Häusser" in out and "\\u" not in out
 
 
 def test_unknown_model_is_a_clear_error_not_a_traceback(capsys):
@@ -87,6 +114,23 @@ def test_predict_writes_a_blended_mask(capsys, user_registry, realdata, tmp_path
     assert picture.shape == original.shape
     assert not torch.equal(picture, original)
     assert json.loads(printed)["classes"]
+
+
+def test_predict_reads_a_pickle_checkpoint_with_allow_pickle(capsys, tmp_path):
+    """`--allow-pickle` is what the error of a .pth checkpoint asks for: with it the file is read
+    (torch.load(weights_only=True)) and the prediction is the bundled weights' own."""
+    from zoo.io import read_image
+
+    image = ROOT / "zoo" / "samples" / "shapes_flat.png"
+    torch.save(zoo.create("deeplabv2-lsdfn-small", pretrained=True).state_dict(), tmp_path / "w.pth")
+    argv = ["predict", "deeplabv2-lsdfn-small", str(image), "--checkpoint", str(tmp_path / "w.pth")]
+    code, _, err = run(capsys, *argv, "--out", str(tmp_path / "a.png"))
+    assert code == 2 and "--allow-pickle" in err and not (tmp_path / "a.png").exists()
+    code, printed, err = run(capsys, *argv, "--allow-pickle", "--out", str(tmp_path / "a.png"))
+    assert code == 0, err
+    code, bundled, _ = run(capsys, "predict", "deeplabv2-lsdfn-small", str(image), "--out", str(tmp_path / "b.png"))
+    assert code == 0 and json.loads(printed)["classes"] == json.loads(bundled)["classes"]
+    assert torch.equal(read_image(tmp_path / "a.png"), read_image(tmp_path / "b.png"))
 
 
 def test_predict_without_weights_says_how_to_proceed(capsys):

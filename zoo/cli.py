@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from zoo.errors import ZooError
+from zoo.errors import InputError, ZooError
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -22,8 +23,16 @@ _SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gf
 def cmd_list(args: argparse.Namespace) -> int:
     import zoo
     from zoo.docs import INDEX_COLUMNS, format_row, index_row
+    from zoo.registry import TASKS
 
+    if args.task is not None and args.task not in TASKS:
+        raise ZooError(f"--task {args.task!r} is not a task; use one of: {', '.join(TASKS)}")
     rows = [index_row(zoo.model_info(name)) for name in zoo.list_models(args.pattern, task=args.task, pretrained=args.pretrained)]
+    if not rows:
+        filters = " with these filters" if args.task or args.pretrained else ""
+        print(f"zoo list: no model matches {args.pattern!r}{filters} (patterns are shell-style: 'deeplab*'; "
+              "`zoo list` shows every model)", file=sys.stderr)
+        return 1
     if args.sort:
         key = _SORT_KEYS[args.sort]
         if key == "metric":  # entries without a metric last, then by metric name and value
@@ -37,10 +46,85 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def _lookup(name: str):
+    """The registry record of NAME or NAME.TAG, and the tag (None for a bare name); an unknown tag is an error."""
     import zoo
+    from zoo.factory import parse_name
 
-    print(json.dumps(zoo.model_info(args.name).to_dict(), indent=2))
+    base, tag = parse_name(name)
+    info = zoo.model_info(base)
+    if tag is not None:
+        info.weights_for(tag)
+    return info, tag
+
+
+def _short(text: str, width: int = 80) -> str:
+    """The first clause of ``text`` (up to ": " or "; "), cut at a word to at most ``width`` characters."""
+    for sep in (": ", "; "):
+        text = text.split(sep, 1)[0]
+    return text if len(text) <= width else text[:width - 3].rsplit(" ", 1)[0] + "..."
+
+
+def _preset_text(preset) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in preset.to_dict()["args"].items())
+    return f"{preset.preset} ({args})" if args else preset.preset
+
+
+def _tag_line(info, w) -> str:
+    """One weights tag on one line: kind, default, licence, where the weights come from, every metric and who
+    stands behind it."""
+    from zoo import weights as W
+
+    kind = f"warm start from {w.warm_start}" if w.warm_start else w.kind
+    if w.hub is not None and (W.BUNDLED_STORE / w.hub.repo / w.hub.revision / w.hub.file).is_file():
+        kind += ", bundled (no download)"
+    flags = ", ".join([kind, *(["default"] if w.tag == info.default_tag else []), f"licence {w.license}"])
+    metrics = "; ".join(f"{m.metric} {m.value:g} ({m.dataset} {m.split}; {m.by})" for m in w.metrics) or "no metrics"
+    return f"  {w.tag}  [{flags}]  {_short(w.source)}  |  {metrics}"
+
+
+def info_text(info, tag: str | None = None) -> str:
+    """``zoo info``: what a new user wants to know of an entry (``zoo info --json`` has every field)."""
+    from zoo.docs import fmt_amount
+    from zoo.stats import model_stats
+
+    paper = info.paper
+    stats = model_stats(info)
+    order = sorted(info.weights, key=lambda t: (t != info.default_tag, t))                # the default first
+    tags = [info.weights[t] for t in ([tag] if tag is not None else order)]
+    if not info.weights:
+        weights = "none published (create it with pretrained=False, or load your own file with checkpoint=PATH)"
+    elif tag is not None:
+        weights = f"tag {tag} of {len(info.weights)} (`zoo info {info.name}` lists them all)"
+    else:
+        default = (f"pretrained=True loads {info.default_tag}" if info.default_tag is not None
+                   else "no default: name a tag, NAME.TAG")
+        weights = f"{len(info.weights)} tag{'s' * (len(info.weights) != 1)}; {default}"
+    rows = [
+        ("paper", f"{paper.title} ({paper.venue} {paper.year})" + (f" {paper.link}" if paper.link else "")),
+        ("licence", f"{info.license} (the code; each weights tag has its own)"),
+        ("input size", f"{' x '.join(map(str, info.input_size))}  ({fmt_amount(stats.params / 1e6)} M parameters, "
+                       f"{fmt_amount(stats.gflops)} GFLOPs)"),
+        ("transforms", _preset_text(info.transforms_for(tag))),
+        ("weights", weights),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{info.name}  ({info.task})", *(f"{k.ljust(width)}  {v}" for k, v in rows)]
+    lines += [_tag_line(info, w) for w in tags]
+    more = [f"`zoo card {info.name}` (model card)", f"`zoo info {info.name} --json` (every field)"]
+    if info.weights:
+        more.append(f"`zoo download {info.name if tag is None else f'{info.name}.{tag}'} --dry-run` (files, hashes, "
+                    "converters)")
+    lines.append(f"more: {', '.join(more)}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info, tag = _lookup(args.name)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(info_text(info, tag))
     return 0
 
 
@@ -48,7 +132,8 @@ def cmd_card(args: argparse.Namespace) -> int:
     import zoo
     from zoo.terminal import render_markdown
 
-    text = zoo.model_card(args.name)
+    info, _ = _lookup(args.name)
+    text = zoo.model_card(info.name)
     sys.stdout.write(text if args.markdown else render_markdown(text, width=args.width))
     return 0
 
@@ -69,18 +154,15 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def _targets(name: str | None, all_: bool) -> list[tuple[str, str]]:
-    import zoo
-    from zoo.factory import parse_name
     from zoo.registry import default_registry
 
     if all_:
         return [(i.name, t) for i in default_registry() for t in sorted(i.weights)]
     if not name:
         raise ZooError("give a model name or --all")
-    base, tag = parse_name(name)
-    info = zoo.model_info(base)
+    info, tag = _lookup(name)
     info.weights_for(tag)
-    return [(base, tag or info.default_tag)]
+    return [(info.name, tag or info.default_tag)]
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -158,12 +240,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# Names of the connection-failure exceptions of huggingface_hub's HTTP clients (httpx or its successor httpx2,
+# httpcore, requests), matched by name so that no client library need be imported to recognise them.
+_CONNECTION_ERRORS = {"ConnectError", "ConnectTimeout", "NetworkError", "TimeoutException", "TransportError",
+                      "ProxyError", "ConnectionError"}
+
+
+def _unreachable(exc: BaseException) -> BaseException | None:
+    """The connection failure behind ``exc`` (itself or a cause), or None when the endpoint answered."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        names = {c.__name__ for c in type(exc).__mro__}
+        if isinstance(exc, (ConnectionError, TimeoutError)) or names & _CONNECTION_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from zoo.publish import publish
 
-    entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,
-                    dry_run=args.dry_run, force=args.force, allow_pickle=args.allow_pickle, out_dir=args.out_dir,
-                    store=args.store, dtype=args.dtype)
+    try:
+        entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,
+                        dry_run=args.dry_run, force=args.force, allow_pickle=args.allow_pickle, out_dir=args.out_dir,
+                        store=args.store, dtype=args.dtype)
+    except ZooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the HTTP client's errors, recognised below or re-raised
+        from huggingface_hub import constants
+        from huggingface_hub.errors import HfHubHTTPError
+
+        endpoint = args.endpoint or constants.ENDPOINT
+        cause = _unreachable(exc)
+        if cause is not None:
+            if constants.HF_HUB_OFFLINE:
+                raise ZooError(f"HF_HUB_OFFLINE is set, so the Hub endpoint {endpoint} cannot be reached; unset it to "
+                               "publish, or use --dry-run / --store") from exc
+            reason = " ".join(str(cause).split()) or type(cause).__name__
+            raise ZooError(f"the Hub endpoint {endpoint} could not be reached ({reason}); check --endpoint (or "
+                           "HF_ENDPOINT) and the network, or use --dry-run / --store to publish without a Hub") from exc
+        if isinstance(exc, HfHubHTTPError):
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ZooError(f"the Hub endpoint {endpoint} refused the upload ({reason}); check --repo-id and --token "
+                           "(or HF_TOKEN)") from exc
+        raise
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -183,15 +304,76 @@ def _overrides(pairs: list[str] | None) -> dict:
 PREDICT_INPUTS = {"optical-flow": "two frames", "salient-object-detection": "an RGB image and its depth map"}
 
 
+def _check_device(name: str) -> None:
+    """Refuse a device torch does not know, or one this machine does not have, before any model is built."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ZooError(f"--device {name!r} is not a device torch knows; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ZooError(f"--device {name}: CUDA is not available on this machine (no GPU or driver, or torch "
+                           f"{torch.__version__} built without CUDA); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ZooError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    if backend is None or not hasattr(backend, "is_available"):
+        raise ZooError(f"--device {name}: zoo predict runs on cpu, cuda[:N] or mps")
+    if not backend.is_available():
+        raise ZooError(f"--device {name}: {device.type} is not available on this machine; use --device cpu")
+
+
+def _check_writable(path: str, option: str, suffix: str) -> None:
+    """Refuse an output path that cannot be written (:func:`zoo.io.check_writable`) or has the wrong
+    extension, before the model is built or run."""
+    from zoo.io import check_writable
+
+    out = Path(path)
+    if out.suffix.lower() != suffix and not out.is_dir():
+        raise ZooError(f"{option} {path}: give a {suffix} file name, e.g. {out.with_suffix(suffix)}")
+    try:
+        check_writable(out)
+    except ZooError as exc:
+        raise ZooError(f"{option}: {exc}") from None
+
+
+def _read_input(path: str):
+    """An input image of ``zoo predict`` (zoo.io.read_image); a file that is missing or not an image is a
+    one-line error naming it."""
+    from zoo.io import read_image
+
+    try:
+        return read_image(path)
+    except OSError as exc:  # missing, unreadable, empty or not an image (PIL's UnidentifiedImageError is an OSError)
+        if isinstance(exc, FileNotFoundError):
+            raise InputError(f"the image {path} does not exist; check the path") from exc
+        reason = exc.strerror or " ".join(str(exc).split())
+        raise InputError(f"cannot read the image {path} ({reason}); give a PNG or JPEG file") from exc
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
-    from zoo.io import read_image, write_png
+    from zoo.io import write_png
+    from zoo.weights import PICKLE_SUFFIXES
 
-    info = zoo.model_info(args.name)
+    info, tag = _lookup(args.name)
+    if info.task == "video-prediction":
+        raise ZooError("zoo predict does not handle video prediction; use the Python API (model card, Usage)")
+    if tag is not None and (args.checkpoint or args.random_weights):
+        raise ZooError(f"{args.name} names the registry weights {tag!r}; with "
+                       f"{'--checkpoint' if args.checkpoint else '--random-weights'} give the bare name {info.name}")
+    if args.checkpoint and args.random_weights:
+        raise ZooError("give --checkpoint PATH (your weights) or --random-weights (a smoke run), not both")
     pretrained = not (args.checkpoint or args.random_weights)
-    if pretrained and info.default_tag is None and "." not in args.name:
+    if pretrained and info.default_tag is None and tag is None:
         from zoo.registry import no_weights_message
 
         raise ZooError(f"{no_weights_message(info)}; in `zoo predict`: --checkpoint PATH, or --random-weights for a "
@@ -200,41 +382,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if len(args.images) != wanted:
         raise ZooError(f"{info.name} ({info.task}) takes {PREDICT_INPUTS.get(info.task, 'one image')}, "
                        f"got {len(args.images)} file(s)")
-    if info.task == "video-prediction":
-        raise ZooError("zoo predict does not handle video prediction; use the Python API (model card, Usage)")
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise ZooError(f"--checkpoint {args.checkpoint} does not exist; give the path of your weights file")
+    if args.checkpoint and Path(args.checkpoint).suffix in PICKLE_SUFFIXES and not args.allow_pickle:
+        raise ZooError(f"--checkpoint {args.checkpoint} is a pickle checkpoint; pass --allow-pickle to read it with "
+                       "torch.load(weights_only=True), or convert it to safetensors")
+    # Everything that can be checked without the model is checked first: device, output paths, input files.
+    _check_device(args.device)
+    _check_writable(args.out, "--out", ".png")
+    if args.flo:
+        _check_writable(args.flo, "--flo", ".flo")
+    inputs = [_read_input(p) for p in args.images]                                    # 3 x H x W each
+    if info.task == "optical-flow" and inputs[0].shape != inputs[1].shape:
+        (h0, w0), (h1, w1) = inputs[0].shape[-2:], inputs[1].shape[-2:]
+        raise ZooError(f"{info.name} needs two frames of the same size: {args.images[0]} is {w0}x{h0}, "
+                       f"{args.images[1]} is {w1}x{h1}; resize or crop one to the other's size")
     model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device,
-                       **_overrides(args.arch_override))
-    if info.task == "optical-flow":
-        images = torch.stack([read_image(p) for p in args.images]).to(args.device)    # (2, 3, H, W)
-    else:
-        images = read_image(args.images[0]).unsqueeze(0).to(args.device)               # (1, 3, H, W)
+                       allow_pickle=args.allow_pickle, **_overrides(args.arch_override))
+    inputs = [x.to(args.device) for x in inputs]
     with torch.inference_mode():
-        picture, summary = _PREDICTORS[info.task](model, images, args)
+        picture, summary = _PREDICTORS[info.task](model, inputs, args)
     write_png(picture.cpu(), args.out)
     print(json.dumps({"out": str(args.out), **summary}))
     return 0
 
 
-def _predict_segmentation(model, images, args):
+def _predict_segmentation(model, inputs, args):
     from zoo.visualize import blend, colourise_labels
 
+    images = inputs[0].unsqueeze(0)                                                   # (1, 3, H, W)
     labels = model.postprocess(model(model.transforms(images)), images.shape[-2:])
     return blend(images, colourise_labels(labels), alpha=args.alpha)[0], {"classes": labels.unique().tolist()}
 
 
-def _predict_flow(model, frames, args):
+def _predict_flow(model, inputs, args):
+    import torch
+
     from zoo.flow import flow_to_color, write_flo
 
-    pair = frames.unsqueeze(0)                                                       # (1, 2, 3, H, W)
+    pair = torch.stack(inputs).unsqueeze(0)                                          # (1, 2, 3, H, W)
     flow = model.postprocess(model(model.transforms(pair)), pair.shape[-2:])
     if args.flo:
         write_flo(flow[0], args.flo)
     return flow_to_color(flow)[0], {"flo": args.flo, "max_flow_px": round(float(flow.norm(dim=1).max()), 3)}
 
 
-def _predict_detection(model, images, args):
+def _predict_detection(model, inputs, args):
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+    images = inputs[0].unsqueeze(0)
     det = model.postprocess(model(model.transforms(images)), images.shape[-2:])[0]
     keep = det["scores"] >= args.score_threshold
     picture = images[0].cpu()
@@ -246,17 +442,16 @@ def _predict_detection(model, images, args):
     return picture, {"detections": int(keep.sum()), "labels": det["labels"][keep].tolist()}
 
 
-def _predict_classification(model, images, args):
+def _predict_classification(model, inputs, args):
+    images = inputs[0].unsqueeze(0)
     top = model.postprocess(model(model.transforms(images)))
     return images[0], {"labels": top["labels"][0].tolist(), "scores": [round(float(v), 4) for v in top["scores"][0]]}
 
 
-def _predict_saliency(model, images, args):
+def _predict_saliency(model, inputs, args):
     import torch
 
-    from zoo.io import read_image
-
-    depth = read_image(args.images[1])[:1].unsqueeze(0).to(images.device).float() / 255.0
+    images, depth = inputs[0].unsqueeze(0), inputs[1][:1].unsqueeze(0).float() / 255.0
     saliency = model.postprocess(model(*model.transforms(images, depth)), images.shape[-2:])   # (1, H, W)
     return (saliency[0] * 255).round().clamp(0, 255).to(torch.uint8), {"mean_saliency": round(float(saliency.mean()), 4)}
 
@@ -278,8 +473,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line: what is wrong, and where the usage is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo", description="Dynamic, deformable and dilated convolution model zoo")
+    p = _Parser(prog="zoo", description="Dynamic, deformable and dilated convolution model zoo",
+                epilog="Errors are one line on stderr (exit code 2); ZOO_DEBUG=1 shows the traceback.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list models")
@@ -290,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reverse", action="store_true", help="reverse the sort order")
     s.set_defaults(fn=cmd_list)
 
-    s = sub.add_parser("info", help="registry record of a model (JSON)")
-    s.add_argument("name")
+    s = sub.add_parser("info", help="summary of a model: task, paper, licence, input size, transforms, weights tags")
+    s.add_argument("name", help="NAME or NAME.TAG")
+    s.add_argument("--json", action="store_true", help="the whole registry record as JSON")
     s.set_defaults(fn=cmd_info)
 
     s = sub.add_parser("card", help="print a model card (laid out for the terminal)")
@@ -349,23 +553,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="one image; two frames for optical flow; RGB + depth for RGB-D saliency")
     s.add_argument("--out", required=True)
     s.add_argument("--flo", help="optical flow: also write the flow as a .flo file")
-    s.add_argument("--checkpoint")
+    s.add_argument("--checkpoint", help="your weights file (safetensors; a pickle .pth needs --allow-pickle)")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="accept a pickle --checkpoint (.pth, .pt, ...), read with torch.load(weights_only=True)")
     s.add_argument("--arch-override", action="append", metavar="KEY=VALUE",
                    help="constructor argument (YAML value), e.g. width=0.25 for a checkpoint of a small variant")
     s.add_argument("--random-weights", action="store_true", help="random init (smoke test only)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     s.add_argument("--alpha", type=float, default=0.5)
     s.add_argument("--score-threshold", type=float, default=0.5, help="detection: boxes drawn above this score")
     s.set_defaults(fn=cmd_predict)
     return p
 
 
+def _message(exc: BaseException) -> str:
+    """``exc`` as one line (an OSError as ``FILE: reason``)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        files = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return f"{files}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command; a user error is one line on stderr and exit code 2 (130 when interrupted), its
+    traceback only with ZOO_DEBUG=1."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error printed by _Parser.error (2)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    debug = os.environ.get("ZOO_DEBUG", "") not in ("", "0")
     try:
         return args.fn(args)
-    except ZooError as exc:
-        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"zoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `zoo list | head`: the reader left; nothing more to say
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
+    except (ZooError, OSError) as exc:
+        if debug:
+            raise
+        print(f"zoo {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
 
 

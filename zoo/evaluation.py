@@ -495,7 +495,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dist.init_process_group("gloo")
         started = True
     try:
-        dataset = dataset_from_spec(args.data, size=args.size, seed=args.seed)
+        # The procedural data of the recorded metrics has scikit-image's photo textures: without scikit-image
+        # this is an ImportError naming the extra (pip install "dynzoo[train]"), never other (procedural) textures.
+        dataset = dataset_from_spec(args.data, size=args.size, seed=args.seed, textures="skimage")
         model = None
         if args.model:
             pretrained: bool | str = False
