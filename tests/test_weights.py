@@ -243,24 +243,18 @@ def test_user_checkpoints_prefixes_directories_and_pickle_opt_in(user_registry, 
     assert_same_model(pickled, model)
 
 
-def test_a_model_loaded_from_a_file_can_be_saved_and_never_writes_the_file(user_registry, tmp_path):
-    """float32 weights (the file's dtype, no cast) stay zero-copy views of one private memory map of the file;
-    int64 BatchNorm counters are copied, because torch.save refuses one storage viewed as several dtypes
-    (and a training run checkpoints with torch.save). Writing to the model never reaches the file."""
+def test_a_model_loaded_from_a_file_can_be_saved_and_owns_its_tensors(user_registry, tmp_path):
+    """float32 weights (the file's dtype, no cast) and int64 BatchNorm counters come from one memory map of
+    the file; the loaded model must not keep views of it (torch.save refuses storages shared across dtypes,
+    and a training run checkpoints with torch.save)."""
     import io
 
     path = _save(_random_model(4), tmp_path / "w.safetensors")
     loaded = zoo.create(NAME, checkpoint=path)
     state = loaded.state_dict()
     assert {v.dtype for v in state.values()} >= {torch.float32, torch.int64}
-    floats = {v.untyped_storage().data_ptr() for v in state.values() if v.dtype == torch.float32}
-    counters = {v.untyped_storage().data_ptr() for v in state.values() if v.dtype == torch.int64}
-    assert len(floats) == 1 and not floats & counters  # one map for the weights; the counters own theirs
-    before = path.read_bytes()
-    with torch.no_grad():
-        for p in loaded.parameters():
-            p.add_(1.0)
-    assert path.read_bytes() == before
+    owners = [v.untyped_storage().data_ptr() for v in state.values()]
+    assert len(set(owners)) == len(owners)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)

@@ -501,18 +501,11 @@ def load_into_meta_model(
             target = dtype if dtype is not None else declared.get(key, t.dtype)
             if target.is_floating_point and t.dtype != target:
                 t = t.to(target)
-        prepared[key] = t.to(device)
-    # assign=True keeps the tensors themselves: those not copied above are views of the file's memory map
-    # (zero-copy). torch.save refuses one storage viewed as several dtypes, so only the views of the main
-    # dtype (by element count: the weights) stay views; the rest (e.g. int64 BatchNorm counters) are copied.
-    kept = [k for k, t in prepared.items() if t is tensors[k]]
-    by_dtype: dict[torch.dtype, int] = {}
-    for k in kept:
-        by_dtype[prepared[k].dtype] = by_dtype.get(prepared[k].dtype, 0) + prepared[k].numel()
-    main = max(by_dtype, key=by_dtype.get) if by_dtype else None
-    for k in kept:
-        if prepared[k].dtype != main:
-            prepared[k] = prepared[k].clone()
+        t = t.to(device)
+        # assign=True keeps the tensor itself: one that was not copied above is a view of the file's memory
+        # map, which torch.save (one storage viewed as several dtypes) and safetensors (a storage no single
+        # tensor covers) refuse to write, so it is copied
+        prepared[key] = t.clone() if t is given else t
     model.load_state_dict(prepared, strict=False, assign=True)
     for module in model.modules():
         own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
