@@ -84,7 +84,7 @@ BAD_INPUTS = [
     pytest.param(predict("--checkpoint", "{tmp}/w.safetensors"), ["w.safetensors"], id="checkpoint-corrupt"),
     pytest.param(predict("--checkpoint", "{tmp}/missing.safetensors"), ["missing.safetensors"],
                  id="checkpoint-missing"),
-    pytest.param(predict("--checkpoint", "{tmp}/w.safetensors", model=f"{SEG}.shapes-flat-4k"), ["--checkpoint"],
+    pytest.param(predict("--checkpoint", "{tmp}/w.safetensors", model=f"{SEG}.shapes-flat-16k"), ["--checkpoint"],
                  id="tag-and-checkpoint"),
     pytest.param(predict("--checkpoint", "{tmp}/w.safetensors", "--random-weights"), ["--random-weights"],
                  id="checkpoint-and-random-weights"),
@@ -94,18 +94,18 @@ BAD_INPUTS = [
     pytest.param(predict(model="dfn-moving-mnist"), ["video"], id="video-prediction"),
     # unknown models and tags, everywhere
     pytest.param(["info", "deeplabv3-r05"], ["deeplabv3-r05", "deeplabv3-r50"], id="info-unknown-model"),
-    *[pytest.param([command, f"{SEG}.nosuch", *extra], ["nosuch", "shapes-flat-4k"],
+    *[pytest.param([command, f"{SEG}.nosuch", *extra], ["nosuch", "shapes-flat-16k"],
                    id="-".join([command, *(e.strip("-") for e in extra), "unknown-tag"]))
       for command, extra in (("info", []), ("info", ["--json"]), ("card", []), ("download", []),
                              ("download", ["--dry-run"]), ("verify", []))],
-    pytest.param(predict(model=f"{SEG}.nosuch"), ["nosuch", "shapes-flat-4k"], id="predict-unknown-tag"),
+    pytest.param(predict(model=f"{SEG}.nosuch"), ["nosuch", "shapes-flat-16k"], id="predict-unknown-tag"),
     pytest.param(["list", "--task", "bogus"], ["bogus", "semantic-segmentation"], id="list-unknown-task"),
     pytest.param(["download"], ["--all"], id="download-without-name"),
     pytest.param(["import", "deeplabv3-r50.coco-voc", "{tmp}/missing.pth"], ["missing.pth"], id="import-missing-file"),
     pytest.param(["convert", "nosuch", "{tmp}/a.pth", "{tmp}/b.safetensors"], ["nosuch"],
                  id="convert-unknown-converter"),
     # publishing
-    pytest.param(["publish", f"{SEG}.shapes-flat-4k", "--repo-id", "org/x", "--endpoint", "{dead}"],
+    pytest.param(["publish", f"{SEG}.shapes-flat-16k", "--repo-id", "org/x", "--endpoint", "{dead}"],
                  ["{dead}", "could not be reached"], id="publish-endpoint-unreachable"),
     pytest.param(["publish", SEG, "--repo-id", "org/x", "--dry-run"], ["--weights"], id="publish-without-weights"),
     # usage errors (argparse), one line too
