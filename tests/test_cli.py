@@ -44,7 +44,8 @@ def test_info_is_a_readable_summary_and_json_on_request(capsys):
                          ("weights", "pretrained=True loads mmflow-chairs")):
         assert any(line.startswith(label) and value in line for line in lines), (label, out)
     tags = [line for line in lines if line.startswith("  ")]
-    assert [line.split()[0] for line in tags] == ["mmflow-chairs", "flownet2-s", "mmflow-sintel", "pinard-chairs"]
+    assert [line.split()[0] for line in tags] == ["mmflow-chairs", "flownet2-s", "mmflow-sintel", "pinard-chairs",
+                                                 "ptlflow-things"]
     assert "[upstream, default, licence apache-2.0]" in tags[0]
     assert "epe 2.03 (FlyingChairs validation; reported)" in tags[0]
     assert "[manual, licence other]" in tags[1] and "no metrics" in tags[1]

@@ -17,7 +17,7 @@ from zoo.weights import match_state_dict
 from converters.test_adelaidet_condinst import adelaidet_shapes
 from converters.test_deformable_convnets_rfcn import do_checkpoint, reference_shapes
 import converters.test_flownet_converters as flownet_layouts
-from converters.test_flownet_converters import fnp_table, mmflow_table
+from converters.test_flownet_converters import fnp_table, mmflow_table, ptlflow_checkpoint, ptlflow_table
 from converters.test_fyu_drn import fyu_shapes
 from converters.test_hdfnet_converter import original_state as hdfnet_state
 from converters.test_kazuto_deeplab import kazuto_shapes
@@ -93,6 +93,7 @@ LAYOUTS = {
     "mmflow-flownet": lambda info, args: meta(mmflow_table(info.arch == "flownetc")),
     "flownet-pytorch": lambda info, args: meta(fnp_table(info.arch == "flownetc")),
     "flownet2": lambda info, args: meta(fnp_table(info.arch == "flownetc", biases=True, upsample_bias=info.arch == "flownetc")),
+    "ptlflow-flownet": lambda info, args: ptlflow_checkpoint(meta(ptlflow_table(info.arch == "flownetc"))),
     "kazuto-deeplabv2": lambda info, args: meta(kazuto_shapes(args["num_classes"])),
     "mmseg-dmnet": lambda info, args: {"meta": {}, "state_dict": meta(mmseg_shapes(args["depth"], args["num_classes"]))},
     "mmdet-rcnn": lambda info, args: {"meta": {}, "state_dict": _mmdet_rcnn(info, args)},
@@ -129,3 +130,27 @@ def test_tag_validates_and_its_converter_loads_the_upstream_layout_strictly(name
     with torch.device("meta"):
         model = build_model(info, **args)
     match_state_dict(model, converted, strict=True, what=f"{name}.{tag}")
+
+
+def test_ptlflow_tags_preprocess_as_ptlflow():
+    """ptlflow's FlowNet takes BGR in [0, 1], subtracts each frame's per-channel spatial mean and flips to RGB
+    (hmorimitsu/ptlflow@e9cf9bcedd06cba2abe94d6bddfb2ed4f91ac3a2 ptlflow/models/flownet/flownets.py L91-101,
+    base_model/base_model.py L207-216); zoo feeds RGB, so the tags' preset is per-frame means, no flip."""
+    from zoo.transforms import build_transforms
+
+    rgb = torch.tensor([[[[0.0, 0.2], [0.4, 0.6]], [[0.5, 0.5], [0.5, 0.5]], [[1.0, 0.0], [0.0, 0.0]]],
+                        [[[0.1, 0.1], [0.1, 0.1]], [[0.0, 1.0], [1.0, 0.0]], [[0.2, 0.4], [0.6, 0.8]]]])[None]
+    # by hand: frame 1 means (R, G, B) = (0.3, 0.5, 0.25), frame 2 means = (0.1, 0.5, 0.5)
+    expected = torch.tensor([[[-0.3, -0.1], [0.1, 0.3]], [[0.0, 0.0], [0.0, 0.0]], [[0.75, -0.25], [-0.25, -0.25]],
+                             [[0.0, 0.0], [0.0, 0.0]], [[-0.5, 0.5], [0.5, -0.5]], [[-0.3, -0.1], [0.1, 0.3]]])[None]
+    bgr = rgb.flip(2)
+    ptlflow = (bgr - bgr.mean(dim=(3, 4), keepdim=True)).flip(2).reshape(1, 6, 2, 2)  # flownets.py forward
+    torch.testing.assert_close(ptlflow, expected)
+    for name in ("flownets", "flownetc"):
+        info = zoo.model_info(name)
+        x = build_transforms(info.transforms_for("ptlflow-things"))(rgb)
+        assert x.shape == (1, 6, 64, 64)  # padded (replicate) to multiples of 64: ptlflow resizes instead
+        torch.testing.assert_close(x[..., :2, :2], expected)
+        torch.testing.assert_close(x[..., 63, 63], expected[..., 1, 1])
+        # the entry's default (flownet2-pytorch's mean over both frames) is not ptlflow's
+        assert not torch.allclose(build_transforms(info.transforms)(rgb)[..., :2, :2], expected)

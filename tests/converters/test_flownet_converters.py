@@ -1,8 +1,9 @@
-"""FlowNet converters: FlowNetPytorch, flownet2-pytorch and mmflow layouts -> zoo flownets / flownetc.
+"""FlowNet converters: FlowNetPytorch, flownet2-pytorch, ptlflow and mmflow layouts -> zoo flownets / flownetc.
 
 Each source's state dict is built from a table of its original key names and shapes (random values,
 written from the reference code: FlowNetPytorch models/util.py + FlowNet{S,C}.py, flownet2-pytorch
-networks/submodules.py + FlowNet{S,C}.py, mmflow configs/_base_/models/flownet{s,c}.py), converted and
+networks/submodules.py + FlowNet{S,C}.py, ptlflow models/flownet/{flownets,flownetc,submodules}.py,
+mmflow configs/_base_/models/flownet{s,c}.py), converted and
 loaded strictly. Outputs are compared with a functional forward pass that reads the ORIGINAL key names
 in the original layer order, and FlowNetC's correlation with spatial-correlation-sampler (the op
 FlowNetPytorch calls) when it is installed.
@@ -13,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.converters import flownet2, flownet_pytorch, mmflow_flownet
+from zoo.converters import flownet2, flownet_pytorch, mmflow_flownet, ptlflow_flownet
 from zoo.errors import StateDictMismatchError
 from zoo.models.flownet import flownetc, flownets
 from zoo.ops.correlation import correlation
@@ -58,6 +59,27 @@ def fnp_table(corr: bool, biases: bool = False, upsample_bias: bool = False) -> 
             if upsample_bias:
                 t[f"upsampled_flow{level}_to_{level - 1}.bias"] = (2,)
     return t
+
+
+def ptlflow_table(corr: bool) -> dict[str, tuple[int, ...]]:
+    """ptlflow's FlowNetS / FlowNetC names and shapes: flownet2-pytorch's (deconv and predict biases; flow
+    up-sampling biases in FlowNetC only; hmorimitsu/ptlflow@e9cf9bcedd06cba2abe94d6bddfb2ed4f91ac3a2
+    ptlflow/models/flownet/flownets.py L42-69, flownetc.py L41-71, submodules.py L15-79): 42 / 48 tensors."""
+    return fnp_table(corr, biases=True, upsample_bias=corr)
+
+
+def ptlflow_checkpoint(state_dict: dict, **hyper_parameters) -> dict:
+    """A PyTorch Lightning checkpoint as ``Trainer.save_checkpoint`` writes it for ptlflow's FlowNet (top-level
+    keys and the constructor's hyper_parameters; ptlflow.restore_model reads ``state_dict`` and
+    ``hyper_parameters`` only)."""
+    hparams = {"output_stride": 64, "lr": None, "wdecay": None, "warm_start": False,
+               "metric_interpolate_pred_to_target_size": False, "div_flow": 20.0, "input_channels": 6,
+               "batch_norm": False, "loss_start_scale": 4, "loss_num_scales": 5, "loss_base_weight": 0.32,
+               "loss_norm": "L2", **hyper_parameters}
+    return {"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6", "state_dict": state_dict,
+            "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 0}}}},
+            "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
+            "hyper_parameters": hparams}
 
 
 def mmflow_table(corr: bool) -> dict[str, tuple[int, ...]]:
@@ -229,6 +251,34 @@ def test_flownet2_submodule_and_errors():
         flownet2.convert(random_state(fnp_table(False)))
     with pytest.raises(StateDictMismatchError, match="under"):
         flownet2.convert(full, submodule="flownetsd")
+
+
+# --------------------------------------------------------------------------------------- ptlflow
+@pytest.mark.parametrize("corr", [False, True])
+def test_ptlflow_checkpoint_through_the_weights_only_reader(corr, tmp_path):
+    from zoo.upstream import read_original
+
+    sd = random_state(ptlflow_table(corr), seed=9)
+    assert len(sd) == (48 if corr else 42)  # ptlflow 0.4.2's FlowNetC / FlowNetS state_dict() sizes
+    path = tmp_path / ("flownetc-things-cc8ac7fd.ckpt" if corr else "flownets-things-98cde14d.ckpt")
+    torch.save(ptlflow_checkpoint(sd), path)
+    read = read_original(path, path.name)  # torch.load(weights_only=True), then the state_dict entry
+    for original in (read, ptlflow_checkpoint(sd)):
+        out = ptlflow_flownet.convert(original)
+        assert set(out) == set(sd) and all(torch.equal(out[k], sd[k]) for k in sd)
+    args = ptlflow_flownet.model_args(out)
+    assert args == {"deconv_bias": True, "predict_bias": True, **({"upsample_bias": True} if corr else {})}
+    model = _load(flownetc if corr else flownets, out, **args)
+    corr_fn = (lambda a, b: correlation(a, b, 20, 2, 1, True)) if corr else None  # ptlflow's correlate(): / C
+    _compare(model, sd, fnp_names(corr), corr_fn)
+
+
+def test_ptlflow_rejects_other_checkpoints():
+    sd = random_state(ptlflow_table(False))
+    with pytest.raises(StateDictMismatchError, match="div_flow"):
+        ptlflow_flownet.convert(ptlflow_checkpoint(sd, div_flow=1.0))
+    with pytest.raises(StateDictMismatchError, match="flownet-pytorch"):
+        ptlflow_flownet.convert(ptlflow_checkpoint(random_state(fnp_table(False))))
 
 
 # --------------------------------------------------------------------------------------- mmflow

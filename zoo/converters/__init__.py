@@ -22,6 +22,7 @@ _BUILTIN = {
     "kazuto-deeplabv2": "zoo.converters.kazuto_deeplab",
     "flownet-pytorch": "zoo.converters.flownet_pytorch",
     "flownet2": "zoo.converters.flownet2",
+    "ptlflow-flownet": "zoo.converters.ptlflow_flownet",
     "mmflow-flownet": "zoo.converters.mmflow_flownet",
     "fyu-drn": "zoo.converters.fyu_drn",
     "mmseg-dmnet": "zoo.converters.mmseg_dmnet",
