@@ -466,6 +466,23 @@ _PREDICTORS = {
 }
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.export import export, max_difference
+
+    exported = export(args.name, args.out, format=args.format, size=tuple(args.size) if args.size else None,
+                      dynamic_batch=args.dynamic_batch, with_transforms=args.with_transforms,
+                      random_init=args.random_init)
+    meta = exported.metadata
+    weights = f"{meta['entry']}.{meta['tag']} (sha256 {meta['weights_sha256'][:12]})" if meta["tag"] else "random init"
+    shapes = ", ".join(f"{i['name']} {tuple(i['shape'])} {i['dtype']}" for i in meta["inputs"])
+    print(f"wrote {exported.path} ({args.format}): {weights}; inputs {shapes}")
+    if args.check:
+        difference = max_difference(exported)
+        print(f"check: largest |exported - eager| = {difference:.3g} (tolerance {args.tolerance:g})")
+        return 0 if difference <= args.tolerance else 1
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from zoo.converters import convert_file
 
@@ -541,6 +558,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
                    help="store floating-point tensors in this type (default: as given)")
     s.set_defaults(fn=cmd_publish)
+
+    s = sub.add_parser("export", help="export a model (optionally with its transforms) to ONNX or torch.export .pt2")
+    s.add_argument("name", help="NAME (default weights) or NAME.TAG")
+    s.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    s.add_argument("--out", required=True, help="output file (.onnx / .pt2)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the entry's input_size)")
+    s.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (1..1024)")
+    s.add_argument("--with-transforms", action="store_true", help="fuse the inference transforms: the file takes uint8 images")
+    s.add_argument("--random-init", action="store_true", help="export random weights (entries without weights)")
+    s.add_argument("--check", action="store_true",
+                   help="run the file (onnxruntime / torch.export.load) against the eager model; exit 1 above --tolerance")
+    s.add_argument("--tolerance", type=float, default=1e-3, help="largest absolute difference --check accepts")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("convert", help="convert an official checkpoint to zoo's layout (safetensors)")
     s.add_argument("source", help="converter name, e.g. torchvision-deeplabv3 (see zoo.converters)")

@@ -23,7 +23,8 @@ Schema (``schema_version: 2``; CONTRIBUTING.md has the migration note from 1)::
         input_size: [C, H, W]      # the size parameter and FLOP reports use
         transforms: <presets id> | {preset: <name>, args: {...}}
         postprocess: <presets id> | {preset: <name>, args: {...}}
-        exportable: true|false     # tested under torch.export
+        exportable: true|false     # tested under torch.export and `zoo export` (ONNX)
+        export_note: <why not>     # required when exportable is false
         weights:
           default: <tag> | null    # null only when there are no tags or only warm-start tags
           tags:
@@ -242,6 +243,7 @@ class ModelInfo:
     default_tag: str | None
     classifier: tuple[str, ...] = ()
     source: str = "registry.yaml"
+    export_note: str | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -380,7 +382,7 @@ class Tables:
 
 _ENTRY_FIELDS = {
     "task", "arch", "args", "classifier", "paper", "license", "card", "input_size", "transforms",
-    "postprocess", "exportable", "weights",
+    "postprocess", "exportable", "export_note", "weights",
 }
 _TAG_FIELDS = {"source", "license", "hub", "upstream", "manual", "warm_start", "args", "transforms",
                "categories", "metrics"}
@@ -462,6 +464,10 @@ def parse_entry(name: str, raw: Any, source: str = "registry.yaml", *, tables: T
     if default is None and any(not w.warm_start for w in weights.values()):
         raise c.fail("weights.default", f"must name one of the tags ({', '.join(weights)})")
 
+    exportable = c.get(raw, "exportable", bool, "exportable")
+    export_note = c.get(raw, "export_note", str, "export_note", optional=True)
+    if not exportable and not export_note:
+        raise c.fail("export_note", "is required when exportable is false: say why the entry cannot be exported")
     return ModelInfo(
         name=name,
         task=task,
@@ -474,7 +480,8 @@ def parse_entry(name: str, raw: Any, source: str = "registry.yaml", *, tables: T
         input_size=tuple(input_size),
         transforms=_parse_preset(c, c.get(raw, "transforms", (str, Mapping), "transforms"), "transforms", tables),
         postprocess=_parse_preset(c, c.get(raw, "postprocess", (str, Mapping), "postprocess"), "postprocess", tables),
-        exportable=c.get(raw, "exportable", bool, "exportable"),
+        exportable=exportable,
+        export_note=export_note,
         weights=MappingProxyType(weights),
         default_tag=default,
         classifier=tuple(classifier),
