@@ -47,3 +47,36 @@ def test_stale_card_is_detected(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "cards_dir", lambda: tmp_path)
     assert "stale" in card_problems(info)[0]
     assert front_matter(info)["tags"][0] == "dynzoo"
+
+
+def test_the_core_never_imports_the_cards_package():
+    """registry, weights and factory, and every zoo module they import (at the top or inside a function), stay
+    free of zoo.cards: the browse package depends on the core, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    root = Path(zoo.__file__).parent
+    todo, seen, offenders = ["zoo.registry", "zoo.weights", "zoo.factory"], set(), []
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = root.joinpath(*module.split(".")[1:])
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if not path.is_file():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "zoo.cards" or name.startswith("zoo.cards."):
+                    offenders.append(f"{module} imports {name}")
+                elif name.startswith("zoo.") and name.count(".") <= 3:
+                    todo.append(name)
+    assert "zoo.upstream" in seen and "zoo.hubconfig" in seen  # the walk follows lazy imports too
+    assert offenders == []

@@ -68,7 +68,7 @@ def test_unknown_model_is_a_clear_error_not_a_traceback(capsys):
 
 
 def test_download_and_verify_against_the_hub(capsys, hub_server, hf_cache, user_registry, tmp_path):
-    from zoo.publish import publish
+    from zoo.cards.publish import publish
 
     torch.manual_seed(0)
     path = tmp_path / "w.safetensors"

@@ -1,4 +1,4 @@
-"""The static site (zoo.site): Markdown subset, generated pages, staleness, and the built site in headless Chromium.
+"""The static site (zoo.cards.site): Markdown subset, generated pages, staleness, and the built site in headless Chromium.
 
 Browser tests use Selenium with Debian's chromium and chromium-driver and skip, saying what to install,
 when either is missing. ``ZOO_SITE_SCREENSHOTS=DIR`` saves screenshots of the pages they open.
@@ -24,12 +24,12 @@ from torch import nn
 import zoo
 import zoo.cards as C
 from conftest import SMALL_ENTRY
+from zoo.cards.index import INDEX_COLUMNS
+from zoo.cards.site import SITE_MARKER, build_site, markdown_to_html, site_files, site_problems
+from zoo.cards.stats import model_stats
 from zoo.cli import main
-from zoo.docs import INDEX_COLUMNS
 from zoo.errors import RegistryError, SiteError
 from zoo.registry import default_registry, parse_entry
-from zoo.site import SITE_MARKER, build_site, markdown_to_html, site_files, site_problems
-from zoo.stats import model_stats
 
 HAND = {
     "Summary": "A **tiny** segmentation network for the site tests, built from zoo's ASPP and a 1x1 classifier; "
@@ -166,7 +166,7 @@ def test_pages_are_self_contained_with_a_csp_that_pins_the_scripts(site_entries)
 
 
 def test_json_in_the_page_cannot_close_its_script_tag():
-    import zoo.site as site
+    import zoo.cards.site as site
 
     text = site._json_for_script({"x": "</script><script>alert(1)</script>&"})
     assert "<" not in text and ">" not in text and "&" not in text
@@ -293,7 +293,7 @@ def test_a_marker_that_is_not_ours_is_refused(site_entries, tmp_path, marker, ma
 
 
 def test_site_files_are_written_atomically(site_entries, tmp_path, monkeypatch):
-    import zoo.site as site
+    import zoo.cards.site as site
 
     out = tmp_path / "site"
     build_site(out, site_entries[:2])
@@ -362,7 +362,7 @@ def _licensed(root: Path) -> set[str]:
 @settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=st.none() | page_sets, files=user_files, marker=markers, second=page_sets)
 def test_fuzz_builds_never_touch_files_they_did_not_write(monkeypatch, first, files, marker, second):
-    import zoo.site as site
+    import zoo.cards.site as site
 
     monkeypatch.setattr(site, "site_files", lambda names: {"index.html": f"index of {sorted(names)}",
                                                             **{f"models/{n}.html": f"page {n}" for n in sorted(names)}})

@@ -1,4 +1,4 @@
-"""zoo.terminal: model cards laid out for a terminal, `zoo card` and `zoo list`."""
+"""zoo.cards.terminal: model cards laid out for a terminal, `zoo card` and `zoo list`."""
 from __future__ import annotations
 
 import copy
@@ -10,12 +10,12 @@ import pytest
 
 import zoo
 import zoo.cards as C
-import zoo.stats
+import zoo.cards.stats
 from conftest import SMALL_ENTRY
+from zoo.cards.index import INDEX_COLUMNS
+from zoo.cards.terminal import render_markdown, use_colour, visible_len
 from zoo.cli import main
-from zoo.docs import INDEX_COLUMNS
 from zoo.registry import default_registry, parse_entry
-from zoo.terminal import render_markdown, use_colour, visible_len
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 HAND = {
@@ -114,7 +114,7 @@ def test_cli_list_has_the_site_index_columns_and_sorts(card, capsys):
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == {"test-small-segnet", "test-term"}
     assert "mIoU 71.3 (VOC2012 val; measured)" in rows["test-term"] and "voc" in rows["test-term"]
-    params = zoo.stats.model_stats(zoo.model_info("test-term")).params
+    params = zoo.cards.stats.model_stats(zoo.model_info("test-term")).params
     assert f"{params / 1e6:.3g}" in rows["test-term"]
     assert main(["list", "--sort", "metric"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]

@@ -22,7 +22,7 @@ _SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gf
 
 def cmd_list(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.docs import INDEX_COLUMNS, format_row, index_row
+    from zoo.cards.index import INDEX_COLUMNS, format_row, index_row
     from zoo.registry import TASKS
 
     if args.task is not None and args.task not in TASKS:
@@ -85,8 +85,8 @@ def _tag_line(info, w) -> str:
 
 def info_text(info, tag: str | None = None) -> str:
     """``zoo info``: what a new user wants to know of an entry (``zoo info --json`` has every field)."""
-    from zoo.docs import fmt_amount
-    from zoo.stats import model_stats
+    from zoo.cards.index import fmt_amount
+    from zoo.cards.stats import model_stats
 
     paper = info.paper
     stats = model_stats(info)
@@ -130,7 +130,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.terminal import render_markdown
+    from zoo.cards.terminal import render_markdown
 
     info, _ = _lookup(args.name)
     text = zoo.model_card(info.name)
@@ -139,7 +139,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    from zoo.site import build_site, site_problems
+    from zoo.cards.site import build_site, site_problems
 
     if args.action == "check":
         problems = site_problems(args.outdir)
@@ -259,7 +259,7 @@ def _unreachable(exc: BaseException) -> BaseException | None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from zoo.publish import publish
+    from zoo.cards.publish import publish
 
     try:
         entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,

@@ -1,6 +1,6 @@
 """Model cards rendered for a terminal (``zoo card NAME``).
 
-The card's Markdown is parsed with :func:`zoo.site.parse_blocks` (the same subset the site renders)
+The card's Markdown is parsed with :func:`zoo.cards.site.parse_blocks` (the same subset the site renders)
 and laid out for a fixed width: headings underlined, paragraphs and list items word-wrapped with
 hanging indents, tables aligned in columns (cells wrapped when the table is wider than the terminal),
 code blocks indented by four spaces and never wrapped, links shown as ``text <url>``. The YAML front
@@ -15,7 +15,7 @@ import shutil
 import sys
 from collections.abc import Iterable
 
-from zoo.site import (
+from zoo.cards.site import (
     Block, Code, CodeBlock, Emph, Heading, Inline, Link, ListBlock, Paragraph, Quote, Rule, Strong, Table, Text,
     parse_blocks, parse_inline, plain_text, strip_front_matter,
 )

@@ -1,4 +1,13 @@
-"""Model cards: ``model_cards/<name>.md``, half hand-written, half generated from the registry.
+"""Model cards and everything that shows the zoo to people: ``model_cards/<name>.md``, half hand-written,
+half generated from the registry (this module), and the package's other views of the registry:
+
+- :mod:`zoo.cards.index`: index rows (the README model table, ``zoo list``, the site index);
+- :mod:`zoo.cards.stats`: parameter and FLOP counts, cached in ``zoo/model_stats.json``;
+- :mod:`zoo.cards.site`: the static site (``zoo site build``);
+- :mod:`zoo.cards.terminal`: cards and the model list laid out for a terminal (``zoo card``, ``zoo list``);
+- :mod:`zoo.cards.publish`: releases of weights with their card (``zoo publish``).
+
+The core (:mod:`zoo.registry`, :mod:`zoo.weights`, :mod:`zoo.factory`) never imports this package.
 
 A card has Hugging Face front matter and these sections, in order:
 
