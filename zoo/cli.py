@@ -11,18 +11,13 @@ from typing import Sequence
 from zoo.errors import InputError, ZooError
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 _SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gflops", "metric": "metric"}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.cards.index import INDEX_COLUMNS, format_row, index_row
+    from zoo.cards.index import format_row, index_row
+    from zoo.cards.terminal import index_table
     from zoo.registry import TASKS
 
     if args.task is not None and args.task not in TASKS:
@@ -41,8 +36,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows = present + [r for r in rows if not r["metric"]]
         else:
             rows.sort(key=lambda r: r[key], reverse=args.reverse)
-    shown = [format_row(r) for r in rows]
-    print(_table([[r[c] for c in INDEX_COLUMNS] for r in shown], list(INDEX_COLUMNS)))
+    sys.stdout.write(index_table([format_row(r) for r in rows], wide=args.wide))
     return 0
 
 
@@ -491,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pretrained", action="store_true", help="only models with published weights")
     s.add_argument("--sort", choices=sorted(_SORT_KEYS), help="sort by this column (default: name)")
     s.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    s.add_argument("--wide", action="store_true",
+                   help="show every cell whole (by default long cells are cut with '…' to fit the terminal)")
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("info", help="summary of a model: task, paper, licence, input size, transforms, weights tags")

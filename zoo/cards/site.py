@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Union
 
+from zoo.cards.markdown import safe_href, strip_front_matter
 from zoo.errors import RegistryError, SiteError
 from zoo.registry import TASKS, ModelInfo, default_registry
 
@@ -420,18 +421,6 @@ def _parse_list(lines: list[str], i: int, blocks: list[Block]) -> int:
 
 # ---- HTML rendering
 
-_SAFE_SCHEMES = ("http", "https", "mailto")
-
-
-def safe_href(url: str) -> str | None:
-    """``url`` when it is http(s), mailto or relative; None for anything else (``javascript:``, ``data:``)."""
-    cleaned = re.sub(r"[\x00-\x20\x7f]", "", url)
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", cleaned)
-    if m and m.group(1).lower() not in _SAFE_SCHEMES:
-        return None
-    return url
-
-
 def _esc(s: str) -> str:
     return html.escape(s, quote=True)
 
@@ -513,11 +502,6 @@ def blocks_html(blocks: Iterable[Block], *, ids: dict[str, int] | None = None, t
 def markdown_to_html(text: str) -> str:
     """Markdown (the subset above) -> safe HTML."""
     return blocks_html(parse_blocks(text))
-
-
-def strip_front_matter(text: str) -> str:
-    m = re.match(r"^---\n.*?\n---\n", text, flags=re.S)
-    return text[m.end():] if m else text
 
 
 # =========================================================================================== the site
