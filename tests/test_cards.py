@@ -1,11 +1,15 @@
 """Model cards: one per entry, current with the registry, valid Hub front matter."""
 from __future__ import annotations
 
+import copy
+import re
+
 import pytest
 
 import zoo
+from conftest import SMALL_ENTRY
 from zoo.cards import HAND_SECTIONS, ORDER, card_problems, cards_dir, front_matter, split_card
-from zoo.registry import default_registry
+from zoo.registry import default_registry, parse_entry
 
 ENTRIES = [i.name for i in default_registry()]
 
@@ -80,3 +84,17 @@ def test_the_core_never_imports_the_cards_package():
                     todo.append(name)
     assert "zoo.upstream" in seen and "zoo.hubconfig" in seen  # the walk follows lazy imports too
     assert offenders == []
+
+
+def test_a_pipe_in_registry_text_stays_in_its_table_cell():
+    from zoo.cards import generated_sections
+    from zoo.cards.markdown import markdown_to_html
+
+    metric = {"dataset": "A|B", "split": "val", "metric": "mIoU", "value": 1.0, "measured": "`python e.py | tee log`"}
+    weights = {"default": "t", "tags": {"t": {
+        "hub": {"repo": "zoo-test/pipe", "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
+                "size": 1}, "source": "made for the card tests", "license": "mit", "metrics": [metric]}}}
+    info = parse_entry("test-pipe", {**copy.deepcopy(SMALL_ENTRY), "weights": weights}, "tests/test_cards.py")
+    html = markdown_to_html(generated_sections(info)["Weights"])
+    row = re.search(r"<tbody>\n<tr>\n(.*?)</tr>", html, flags=re.S).group(1)
+    assert row.count("<td>") == 7 and "<td>A|B</td>" in row and "<td><code>python e.py | tee log</code></td>" in row
