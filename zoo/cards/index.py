@@ -106,6 +106,20 @@ def format_row(row: dict[str, Any]) -> dict[str, str]:
     }
 
 
+SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gflops", "metric": "metric"}
+
+
+def sort_rows(rows: list[dict[str, Any]], column: str, *, reverse: bool = False) -> list[dict[str, Any]]:
+    """:func:`index_row` rows sorted by a ``zoo list --sort`` column (:data:`SORT_KEYS`); by metric: entries
+    with one first, by metric name and value, then those without."""
+    key = SORT_KEYS[column]
+    if key != "metric":
+        return sorted(rows, key=lambda r: r[key], reverse=reverse)
+    present = sorted((r for r in rows if r["metric"]), key=lambda r: (r["metric"]["metric"], r["metric"]["value"]),
+                     reverse=reverse)
+    return present + [r for r in rows if not r["metric"]]
+
+
 def index_rows(infos: Iterable[ModelInfo] | None = None) -> list[dict[str, Any]]:
     return [index_row(i) for i in (default_registry() if infos is None else infos)]
 

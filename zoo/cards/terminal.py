@@ -1,4 +1,4 @@
-"""Model cards and the model list laid out for a terminal with rich (``zoo card NAME``, ``zoo list``).
+"""Model cards, the model list and entry summaries for a terminal (``zoo card``, ``zoo list``, ``zoo info``).
 
 Cards: the Markdown is parsed by :func:`zoo.cards.markdown.parser` (the tree the site renders: raw HTML is
 text, comment lines and unsafe link targets are dropped) and laid out by rich's ``Markdown``, with three
@@ -31,8 +31,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from zoo.cards.index import INDEX_COLUMNS
+from zoo import weights as W
+from zoo.cards.index import INDEX_COLUMNS, fmt_amount
 from zoo.cards.markdown import parser, strip_front_matter
+from zoo.cards.stats import model_stats
 
 _TRAILING = re.compile(r"(?:[ \t]|\x1b\[[0-9;]*m)+$")
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
@@ -184,3 +186,60 @@ def index_table(rows: list[dict[str, str]], *, width: int | None = None, wide: b
         table.add_row(*(Text(row[c], no_wrap=True, overflow="ellipsis") for c in INDEX_COLUMNS))
     return _render(table, width=sum(widths.values()) + 2 * (len(INDEX_COLUMNS) - 1),
                    colour=use_colour(stream) if colour is None else colour, unicode=_can_encode("─…", stream))
+
+
+# ------------------------------------------------------------------------------------ zoo info
+def _short(text: str, width: int = 80) -> str:
+    """The first clause of ``text`` (up to ": " or "; "), cut at a word to at most ``width`` characters."""
+    for sep in (": ", "; "):
+        text = text.split(sep, 1)[0]
+    return text if len(text) <= width else text[:width - 3].rsplit(" ", 1)[0] + "..."
+
+
+def _preset_text(preset) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in preset.to_dict()["args"].items())
+    return f"{preset.preset} ({args})" if args else preset.preset
+
+
+def _tag_line(info, w) -> str:
+    """One weights tag on one line: kind, default, licence, where the weights come from, every metric and who
+    stands behind it."""
+    kind = f"warm start from {w.warm_start}" if w.warm_start else w.kind
+    if w.hub is not None and (W.BUNDLED_STORE / w.hub.repo / w.hub.revision / w.hub.file).is_file():
+        kind += ", bundled (no download)"
+    flags = ", ".join([kind, *(["default"] if w.tag == info.default_tag else []), f"licence {w.license}"])
+    metrics = "; ".join(f"{m.metric} {m.value:g} ({m.dataset} {m.split}; {m.by})" for m in w.metrics) or "no metrics"
+    return f"  {w.tag}  [{flags}]  {_short(w.source)}  |  {metrics}"
+
+
+def info_text(info, tag: str | None = None) -> str:
+    """``zoo info``: what a new user wants to know of an entry (``zoo info --json`` has every field)."""
+    paper = info.paper
+    stats = model_stats(info)
+    order = sorted(info.weights, key=lambda t: (t != info.default_tag, t))                # the default first
+    tags = [info.weights[t] for t in ([tag] if tag is not None else order)]
+    if not info.weights:
+        weights = "none published (create it with pretrained=False, or load your own file with checkpoint=PATH)"
+    elif tag is not None:
+        weights = f"tag {tag} of {len(info.weights)} (`zoo info {info.name}` lists them all)"
+    else:
+        default = (f"pretrained=True loads {info.default_tag}" if info.default_tag is not None
+                   else "no default: name a tag, NAME.TAG")
+        weights = f"{len(info.weights)} tag{'s' * (len(info.weights) != 1)}; {default}"
+    rows = [
+        ("paper", f"{paper.title} ({paper.venue} {paper.year})" + (f" {paper.link}" if paper.link else "")),
+        ("licence", f"{info.license} (the code; each weights tag has its own)"),
+        ("input size", f"{' x '.join(map(str, info.input_size))}  ({fmt_amount(stats.params / 1e6)} M parameters, "
+                       f"{fmt_amount(stats.gflops)} GFLOPs)"),
+        ("transforms", _preset_text(info.transforms_for(tag))),
+        ("weights", weights),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{info.name}  ({info.task})", *(f"{k.ljust(width)}  {v}" for k, v in rows)]
+    lines += [_tag_line(info, w) for w in tags]
+    more = [f"`zoo card {info.name}` (model card)", f"`zoo info {info.name} --json` (every field)"]
+    if info.weights:
+        more.append(f"`zoo download {info.name if tag is None else f'{info.name}.{tag}'} --dry-run` (files, hashes, "
+                    "converters)")
+    lines.append(f"more: {', '.join(more)}")
+    return "\n".join(lines)
