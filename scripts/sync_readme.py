@@ -1,7 +1,7 @@
 """Regenerate the model table in README.md from registry.yaml."""
 from pathlib import Path
 
-from zoo.docs import sync_readme
+from zoo.cards.index import sync_readme
 
 if __name__ == "__main__":
     readme = Path(__file__).resolve().parents[1] / "README.md"

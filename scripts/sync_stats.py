@@ -5,7 +5,7 @@
 """
 import argparse
 
-from zoo.stats import stats_path, sync_stats
+from zoo.cards.stats import stats_path, sync_stats
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

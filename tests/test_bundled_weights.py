@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from zoo import weights as W
+from zoo.cards.publish import REFERENCE_FILE, publish, reference_output
 from zoo.factory import example_inputs
-from zoo.publish import REFERENCE_FILE, publish, reference_output
 from zoo.registry import default_registry
 
 BUNDLED = [(info.name, w.tag) for info in default_registry() for w in info.weights.values()

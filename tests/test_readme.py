@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from zoo.cards.index import sync_readme
 from zoo.cli import build_parser
-from zoo.docs import sync_readme
 from zoo.registry import default_registry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The static site (zoo.site): Markdown subset, generated pages, staleness, and the built site in headless Chromium.
+"""The static site (zoo.cards.site): Markdown subset, generated pages, staleness, and the built site in headless Chromium.
 
 Browser tests use Selenium with Debian's chromium and chromium-driver and skip, saying what to install,
 when either is missing. ``ZOO_SITE_SCREENSHOTS=DIR`` saves screenshots of the pages they open.
@@ -24,12 +24,13 @@ from torch import nn
 import zoo
 import zoo.cards as C
 from conftest import SMALL_ENTRY
+from zoo.cards.index import INDEX_COLUMNS
+from zoo.cards.markdown import markdown_to_html
+from zoo.cards.site import SITE_MARKER, build_site, site_files, site_problems
+from zoo.cards.stats import model_stats
 from zoo.cli import main
-from zoo.docs import INDEX_COLUMNS
 from zoo.errors import RegistryError, SiteError
 from zoo.registry import default_registry, parse_entry
-from zoo.site import SITE_MARKER, build_site, markdown_to_html, site_files, site_problems
-from zoo.stats import model_stats
 
 HAND = {
     "Summary": "A **tiny** segmentation network for the site tests, built from zoo's ASPP and a 1x1 classifier; "
@@ -97,16 +98,16 @@ def site_entries(user_registry, tmp_path, monkeypatch):
 def test_markdown_subset_renders_to_html():
     md = ("# Title\n\nText with `a | b`, **bold `x`**, *em* and [a link](https://e.org/?a=1&b=2).\n\n"
           "- one\n  continued\n- two\n  - nested\n\n1. first\n2. second\n\n"
-          "| a | b |\n|---|--:|\n| `x|y` | **2** |\n\n```python\nprint('<hi>')\n```\n\n> quoted\n")
+          "| a | b |\n|---|--:|\n| `x\\|y` | **2** |\n\n```python\nprint('<hi>')\n```\n\n> quoted\n")
     out = markdown_to_html(md)
     assert '<h1 id="title">Title</h1>' in out
     assert "<code>a | b</code>" in out and "<strong>bold <code>x</code></strong>" in out and "<em>em</em>" in out
     assert '<a href="https://e.org/?a=1&amp;b=2" rel="noopener noreferrer">a link</a>' in out
-    assert "<ul><li>one continued</li><li>two\n<ul><li>nested</li></ul></li></ul>" in out
-    assert "<ol><li>first</li><li>second</li></ol>" in out
-    assert '<th>a</th><th class="right">b</th>' in out and "<td><code>x|y</code></td>" in out
+    assert "<ul>\n<li>one\ncontinued</li>\n<li>two\n<ul>\n<li>nested</li>\n</ul>\n</li>\n</ul>" in out
+    assert "<ol>\n<li>first</li>\n<li>second</li>\n</ol>" in out
+    assert '<th>a</th>\n<th class="right">b</th>' in out and "<td><code>x|y</code></td>" in out
     assert '<code class="language-python">print(&#x27;&lt;hi&gt;&#x27;)</code>' in out and 'class="copy"' in out
-    assert "<blockquote><p>quoted</p></blockquote>" in out
+    assert "<blockquote>\n<p>quoted</p>\n</blockquote>" in out
 
 
 def test_markdown_is_escaped_and_unsafe_links_are_dropped():
@@ -149,7 +150,7 @@ def test_model_page_has_metrics_weights_citation_and_usage(site_entries):
     assert "zoo.create(&quot;test-small-segnet-voc&quot;, pretrained=True)" in page
     assert page.count('class="copy"') >= 2  # BibTeX and usage
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
-    assert "<li>ASPP (v3) with rates 1, 2, 3\n<ul><li>image pooling branch</li></ul></li>" in page
+    assert "<li>ASPP (v3) with rates 1, 2, 3\n<ul>\n<li>image pooling branch</li>\n</ul>\n</li>" in page
     assert "0123456789ab</code>" not in page  # the card's abbreviated weights table is replaced by the full one
 
 
@@ -166,9 +167,9 @@ def test_pages_are_self_contained_with_a_csp_that_pins_the_scripts(site_entries)
 
 
 def test_json_in_the_page_cannot_close_its_script_tag():
-    import zoo.site as site
+    import zoo.cards.pages as pages
 
-    text = site._json_for_script({"x": "</script><script>alert(1)</script>&"})
+    text = pages._json_for_script({"x": "</script><script>alert(1)</script>&"})
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == {"x": "</script><script>alert(1)</script>&"}
 
@@ -293,7 +294,7 @@ def test_a_marker_that_is_not_ours_is_refused(site_entries, tmp_path, marker, ma
 
 
 def test_site_files_are_written_atomically(site_entries, tmp_path, monkeypatch):
-    import zoo.site as site
+    import zoo.cards.site as site
 
     out = tmp_path / "site"
     build_site(out, site_entries[:2])
@@ -362,7 +363,7 @@ def _licensed(root: Path) -> set[str]:
 @settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=st.none() | page_sets, files=user_files, marker=markers, second=page_sets)
 def test_fuzz_builds_never_touch_files_they_did_not_write(monkeypatch, first, files, marker, second):
-    import zoo.site as site
+    import zoo.cards.site as site
 
     monkeypatch.setattr(site, "site_files", lambda names: {"index.html": f"index of {sorted(names)}",
                                                             **{f"models/{n}.html": f"page {n}" for n in sorted(names)}})

@@ -1,4 +1,4 @@
-"""zoo.stats: parameter and FLOP counts computed from the models, and the shipped model_stats.json."""
+"""zoo.cards.stats: parameter and FLOP counts computed from the models, and the shipped model_stats.json."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import zoo
-import zoo.stats as S
+import zoo.cards.stats as S
 from conftest import SMALL_ENTRY
 from zoo.errors import ZooError
 from zoo.registry import default_registry, parse_entry

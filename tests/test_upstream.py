@@ -314,7 +314,7 @@ def test_shipped_warm_start_tags_follow_their_hosts():
 
 # --- mirroring a conversion to a Hub org, and hf-hub: ids ----------------------------------------------------
 def test_publish_a_converted_upstream_tag_then_the_hub_copy_comes_first(served, hub_server, hf_cache, tmp_path):
-    from zoo.publish import publish
+    from zoo.cards.publish import publish
 
     server, url, _, ours = served
     entry = publish("test-upstream.orig", None, "zoo-test/mirror", endpoint=hub_server.endpoint)
@@ -332,7 +332,7 @@ def test_publish_a_converted_upstream_tag_then_the_hub_copy_comes_first(served, 
 def test_hf_hub_ids_are_verified_and_pinned(served, hub_server, hf_cache):
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from zoo.publish import publish
+    from zoo.cards.publish import publish
 
     entry = publish("test-upstream.orig", None, "zoo-test/hfhub", endpoint=hub_server.endpoint)
     with pytest.warns(UserWarning, match=f"commit {entry['revision']}"):

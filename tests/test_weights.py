@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from zoo import weights as W
+from zoo.cards.publish import PublishError, publish
 from zoo.errors import ChecksumError, OfflineError, StateDictMismatchError, UnknownModelError, WeightsError
-from zoo.publish import PublishError, publish
 
 NAME = "test-small-segnet"
 REPO = "zoo-test/small-segnet"
@@ -282,7 +282,7 @@ def test_pretrained_without_weights_or_unknown_tag(user_registry, published):
 def test_release_card_describes_the_file_it_ships_with(user_registry, tmp_path):
     """A commit cannot contain its own hash: the released card's row for the published tag gives "this commit"
     and the new file's sha256 and size, not the registry's previous pin; other tags keep theirs."""
-    from zoo.publish import write_release
+    from zoo.cards.publish import write_release
 
     weights = _weights_entry({"repo": REPO, "revision": "a" * 40, "file": "model.safetensors", "sha256": "b" * 64,
                               "size": 1}, "v1")
@@ -307,7 +307,7 @@ def test_release_card_describes_the_file_it_ships_with(user_registry, tmp_path):
 def test_half_precision_release_loads_as_float32(user_registry, tmp_path):
     model = _random_model(3).eval()
     path = _save(model, tmp_path / "w.safetensors")
-    from zoo.publish import write_release
+    from zoo.cards.publish import write_release
 
     entry = write_release(NAME, path, tmp_path / "out", dtype="float16")
     stored = load_file(str(tmp_path / "out" / "model.safetensors"))

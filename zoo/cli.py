@@ -11,18 +11,10 @@ from typing import Sequence
 from zoo.errors import InputError, ZooError
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-_SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gflops", "metric": "metric"}
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.docs import INDEX_COLUMNS, format_row, index_row
+    from zoo.cards.index import format_row, index_row, sort_rows
+    from zoo.cards.terminal import index_table
     from zoo.registry import TASKS
 
     if args.task is not None and args.task not in TASKS:
@@ -34,15 +26,8 @@ def cmd_list(args: argparse.Namespace) -> int:
               "`zoo list` shows every model)", file=sys.stderr)
         return 1
     if args.sort:
-        key = _SORT_KEYS[args.sort]
-        if key == "metric":  # entries without a metric last, then by metric name and value
-            present = sorted((r for r in rows if r["metric"]), key=lambda r: (r["metric"]["metric"], r["metric"]["value"]),
-                             reverse=args.reverse)
-            rows = present + [r for r in rows if not r["metric"]]
-        else:
-            rows.sort(key=lambda r: r[key], reverse=args.reverse)
-    shown = [format_row(r) for r in rows]
-    print(_table([[r[c] for c in INDEX_COLUMNS] for r in shown], list(INDEX_COLUMNS)))
+        rows = sort_rows(rows, args.sort, reverse=args.reverse)
+    sys.stdout.write(index_table([format_row(r) for r in rows], wide=args.wide))
     return 0
 
 
@@ -58,68 +43,9 @@ def _lookup(name: str):
     return info, tag
 
 
-def _short(text: str, width: int = 80) -> str:
-    """The first clause of ``text`` (up to ": " or "; "), cut at a word to at most ``width`` characters."""
-    for sep in (": ", "; "):
-        text = text.split(sep, 1)[0]
-    return text if len(text) <= width else text[:width - 3].rsplit(" ", 1)[0] + "..."
-
-
-def _preset_text(preset) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in preset.to_dict()["args"].items())
-    return f"{preset.preset} ({args})" if args else preset.preset
-
-
-def _tag_line(info, w) -> str:
-    """One weights tag on one line: kind, default, licence, where the weights come from, every metric and who
-    stands behind it."""
-    from zoo import weights as W
-
-    kind = f"warm start from {w.warm_start}" if w.warm_start else w.kind
-    if w.hub is not None and (W.BUNDLED_STORE / w.hub.repo / w.hub.revision / w.hub.file).is_file():
-        kind += ", bundled (no download)"
-    flags = ", ".join([kind, *(["default"] if w.tag == info.default_tag else []), f"licence {w.license}"])
-    metrics = "; ".join(f"{m.metric} {m.value:g} ({m.dataset} {m.split}; {m.by})" for m in w.metrics) or "no metrics"
-    return f"  {w.tag}  [{flags}]  {_short(w.source)}  |  {metrics}"
-
-
-def info_text(info, tag: str | None = None) -> str:
-    """``zoo info``: what a new user wants to know of an entry (``zoo info --json`` has every field)."""
-    from zoo.docs import fmt_amount
-    from zoo.stats import model_stats
-
-    paper = info.paper
-    stats = model_stats(info)
-    order = sorted(info.weights, key=lambda t: (t != info.default_tag, t))                # the default first
-    tags = [info.weights[t] for t in ([tag] if tag is not None else order)]
-    if not info.weights:
-        weights = "none published (create it with pretrained=False, or load your own file with checkpoint=PATH)"
-    elif tag is not None:
-        weights = f"tag {tag} of {len(info.weights)} (`zoo info {info.name}` lists them all)"
-    else:
-        default = (f"pretrained=True loads {info.default_tag}" if info.default_tag is not None
-                   else "no default: name a tag, NAME.TAG")
-        weights = f"{len(info.weights)} tag{'s' * (len(info.weights) != 1)}; {default}"
-    rows = [
-        ("paper", f"{paper.title} ({paper.venue} {paper.year})" + (f" {paper.link}" if paper.link else "")),
-        ("licence", f"{info.license} (the code; each weights tag has its own)"),
-        ("input size", f"{' x '.join(map(str, info.input_size))}  ({fmt_amount(stats.params / 1e6)} M parameters, "
-                       f"{fmt_amount(stats.gflops)} GFLOPs)"),
-        ("transforms", _preset_text(info.transforms_for(tag))),
-        ("weights", weights),
-    ]
-    width = max(len(k) for k, _ in rows)
-    lines = [f"{info.name}  ({info.task})", *(f"{k.ljust(width)}  {v}" for k, v in rows)]
-    lines += [_tag_line(info, w) for w in tags]
-    more = [f"`zoo card {info.name}` (model card)", f"`zoo info {info.name} --json` (every field)"]
-    if info.weights:
-        more.append(f"`zoo download {info.name if tag is None else f'{info.name}.{tag}'} --dry-run` (files, hashes, "
-                    "converters)")
-    lines.append(f"more: {', '.join(more)}")
-    return "\n".join(lines)
-
-
 def cmd_info(args: argparse.Namespace) -> int:
+    from zoo.cards.terminal import info_text
+
     info, tag = _lookup(args.name)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2, ensure_ascii=False))
@@ -130,7 +56,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.terminal import render_markdown
+    from zoo.cards.terminal import render_markdown
 
     info, _ = _lookup(args.name)
     text = zoo.model_card(info.name)
@@ -139,7 +65,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 
 def cmd_site(args: argparse.Namespace) -> int:
-    from zoo.site import build_site, site_problems
+    from zoo.cards.site import build_site, site_problems
 
     if args.action == "check":
         problems = site_problems(args.outdir)
@@ -240,26 +166,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-# Names of the connection-failure exceptions of huggingface_hub's HTTP clients (httpx or its successor httpx2,
-# httpcore, requests), matched by name so that no client library need be imported to recognise them.
-_CONNECTION_ERRORS = {"ConnectError", "ConnectTimeout", "NetworkError", "TimeoutException", "TransportError",
-                      "ProxyError", "ConnectionError"}
-
-
-def _unreachable(exc: BaseException) -> BaseException | None:
-    """The connection failure behind ``exc`` (itself or a cause), or None when the endpoint answered."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        names = {c.__name__ for c in type(exc).__mro__}
-        if isinstance(exc, (ConnectionError, TimeoutError)) or names & _CONNECTION_ERRORS:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def cmd_publish(args: argparse.Namespace) -> int:
-    from zoo.publish import publish
+    from zoo.cards.publish import hub_error, publish
 
     try:
         entry = publish(args.name, args.weights, args.repo_id, tag=args.tag, endpoint=args.endpoint, token=args.token,
@@ -267,24 +175,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
                         store=args.store, dtype=args.dtype)
     except ZooError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the HTTP client's errors, recognised below or re-raised
-        from huggingface_hub import constants
-        from huggingface_hub.errors import HfHubHTTPError
-
-        endpoint = args.endpoint or constants.ENDPOINT
-        cause = _unreachable(exc)
-        if cause is not None:
-            if constants.HF_HUB_OFFLINE:
-                raise ZooError(f"HF_HUB_OFFLINE is set, so the Hub endpoint {endpoint} cannot be reached; unset it to "
-                               "publish, or use --dry-run / --store") from exc
-            reason = " ".join(str(cause).split()) or type(cause).__name__
-            raise ZooError(f"the Hub endpoint {endpoint} could not be reached ({reason}); check --endpoint (or "
-                           "HF_ENDPOINT) and the network, or use --dry-run / --store to publish without a Hub") from exc
-        if isinstance(exc, HfHubHTTPError):
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ZooError(f"the Hub endpoint {endpoint} refused the upload ({reason}); check --repo-id and --token "
-                           "(or HF_TOKEN)") from exc
-        raise
+    except Exception as exc:  # noqa: BLE001 - the HTTP client's errors, recognised by hub_error or re-raised
+        error = hub_error(exc, args.endpoint)
+        if error is None:
+            raise
+        raise error from exc
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -497,17 +392,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="zoo", description="Dynamic, deformable and dilated convolution model zoo",
-                epilog="Errors are one line on stderr (exit code 2); ZOO_DEBUG=1 shows the traceback.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_browse_commands(sub) -> None:
+    """list, info, card, site."""
+    from zoo.cards.index import SORT_KEYS
 
     s = sub.add_parser("list", help="list models")
     s.add_argument("pattern", nargs="?", default="*")
     s.add_argument("--task")
     s.add_argument("--pretrained", action="store_true", help="only models with published weights")
-    s.add_argument("--sort", choices=sorted(_SORT_KEYS), help="sort by this column (default: name)")
+    s.add_argument("--sort", choices=sorted(SORT_KEYS), help="sort by this column (default: name)")
     s.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    s.add_argument("--wide", action="store_true",
+                   help="show every cell whole (by default long cells are cut with '…' to fit the terminal)")
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("info", help="summary of a model: task, paper, licence, input size, transforms, weights tags")
@@ -526,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("outdir")
     s.set_defaults(fn=cmd_site)
 
+
+def _add_weights_commands(sub) -> None:
+    """download, verify, import, publish, convert."""
     for command, fn, help_ in (("download", cmd_download, "download (and convert) and verify weights"),
                                ("verify", cmd_verify, "re-hash downloaded weights")):
         s = sub.add_parser(command, help=help_)
@@ -577,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="the official checkpoint (read with torch.load(weights_only=True))")
     s.add_argument("dst", help="output .safetensors")
     s.set_defaults(fn=cmd_convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="zoo", description="Dynamic, deformable and dilated convolution model zoo",
+                epilog="Errors are one line on stderr (exit code 2); ZOO_DEBUG=1 shows the traceback.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_browse_commands(sub)
+    _add_weights_commands(sub)
 
     s = sub.add_parser("predict", help="run a model on an image (or two frames) and write a colour-coded PNG")
     s.add_argument("name")

@@ -1,4 +1,15 @@
-"""Model cards: ``model_cards/<name>.md``, half hand-written, half generated from the registry.
+"""Model cards and everything that shows the zoo to people: ``model_cards/<name>.md``, half hand-written,
+half generated from the registry (this module), and the package's other views of the registry:
+
+- :mod:`zoo.cards.index`: index rows (the README model table, ``zoo list``, the site index);
+- :mod:`zoo.cards.stats`: parameter and FLOP counts, cached in ``zoo/model_stats.json``;
+- :mod:`zoo.cards.markdown`: the one Markdown parser of the cards (markdown-it-py) and their safe HTML;
+- :mod:`zoo.cards.site`: the static site (``zoo site build``), its pages in :mod:`zoo.cards.pages`
+  and their inline CSS and JS in :mod:`zoo.cards.assets`;
+- :mod:`zoo.cards.terminal`: cards and the model list laid out for a terminal (``zoo card``, ``zoo list``);
+- :mod:`zoo.cards.publish`: releases of weights with their card (``zoo publish``).
+
+The core (:mod:`zoo.registry`, :mod:`zoo.weights`, :mod:`zoo.factory`) never imports this package.
 
 A card has Hugging Face front matter and these sections, in order:
 
@@ -160,10 +171,16 @@ def _weights_section(info: ModelInfo, this_release: str | None = None) -> str:
     metric_rows = ["| tag | dataset | split | metric | value | by | how / where |", "|---|---|---|---|---|---|---|"]
     for w in info.weights.values():
         for m in w.metrics:
-            metric_rows.append(f"| `{w.tag}` | {m.dataset} | {m.split} | {m.metric} | {m.value:g} | {m.by} | {m.evidence} |")
+            cells = [f"`{w.tag}`", m.dataset, m.split, m.metric, f"{m.value:g}", m.by, m.evidence]
+            metric_rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         if not w.metrics:
             metric_rows.append(f"| `{w.tag}` | - | - | - | - | - | not evaluated here; no number reported upstream |")
     return "\n".join(items) + "\n\n" + "\n".join(metric_rows)
+
+
+def _cell(text: str) -> str:
+    """Text for a pipe-table cell: GFM ends a cell at every unescaped ``|``, even inside a code span."""
+    return str(text).replace("|", "\\|")
 
 
 def _inline(args: dict) -> str:

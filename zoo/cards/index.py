@@ -1,7 +1,7 @@
 """Index rows generated from the registry: the README model table, ``zoo list`` and the site index.
 
 One row per entry, with the same columns everywhere (:data:`INDEX_COLUMNS`; the README adds the paper).
-Parameter counts and GFLOPs come from :mod:`zoo.stats` (computed from the models, cached in
+Parameter counts and GFLOPs come from :mod:`zoo.cards.stats` (computed from the models, cached in
 ``zoo/model_stats.json``), metrics from the entry's default weights.
 """
 from __future__ import annotations
@@ -33,13 +33,6 @@ LOWER_IS_BETTER = frozenset({"EPE", "epe", "zero_epe", "AEE", "MAE", "mae", "MSE
                              "top1_error", "top5_error"})
 
 
-def count_parameters(info: ModelInfo) -> int:
-    """Parameters of the entry's architecture, counted on the meta device (no memory, no init)."""
-    from zoo.stats import count_parameters as count
-
-    return count(info)
-
-
 def headline(info: ModelInfo) -> Metric | None:
     """The headline metric of the entry's default weights (see :data:`HEADLINE_METRICS`), or None."""
     if info.default_tag is None:
@@ -60,7 +53,7 @@ def headline_metric(info: ModelInfo) -> str:
 
 def index_row(info: ModelInfo) -> dict[str, Any]:
     """Typed, JSON-able facts of one entry for the index (values, not display strings)."""
-    from zoo.stats import model_stats
+    from zoo.cards.stats import model_stats
 
     stats = model_stats(info)
     m = headline(info)
@@ -111,6 +104,20 @@ def format_row(row: dict[str, Any]) -> dict[str, str]:
         "headline metric": f"{m['metric']} {m['value']:g} ({m['dataset']} {m['split']}; {m['by']})" if m else "-",
         "exportable": "yes" if row["exportable"] else "no",
     }
+
+
+SORT_KEYS = {"model": "name", "task": "task", "params": "params", "gflops": "gflops", "metric": "metric"}
+
+
+def sort_rows(rows: list[dict[str, Any]], column: str, *, reverse: bool = False) -> list[dict[str, Any]]:
+    """:func:`index_row` rows sorted by a ``zoo list --sort`` column (:data:`SORT_KEYS`); by metric: entries
+    with one first, by metric name and value, then those without."""
+    key = SORT_KEYS[column]
+    if key != "metric":
+        return sorted(rows, key=lambda r: r[key], reverse=reverse)
+    present = sorted((r for r in rows if r["metric"]), key=lambda r: (r["metric"]["metric"], r["metric"]["value"]),
+                     reverse=reverse)
+    return present + [r for r in rows if not r["metric"]]
 
 
 def index_rows(infos: Iterable[ModelInfo] | None = None) -> list[dict[str, Any]]:

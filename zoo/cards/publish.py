@@ -195,3 +195,44 @@ def publish(
         entry["revision"] = revision
         entry["hub"] = {k: entry[k] for k in ("repo", "revision", "file", "sha256", "size")}  # the registry's tag.hub
         return entry
+
+
+# Names of the connection-failure exceptions of huggingface_hub's HTTP clients (httpx or its successor httpx2,
+# httpcore, requests), matched by name so that no client library need be imported to recognise them.
+_CONNECTION_ERRORS = {"ConnectError", "ConnectTimeout", "NetworkError", "TimeoutException", "TransportError",
+                      "ProxyError", "ConnectionError"}
+
+
+def _unreachable(exc: BaseException) -> BaseException | None:
+    """The connection failure behind ``exc`` (itself or a cause), or None when the endpoint answered."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        names = {c.__name__ for c in type(exc).__mro__}
+        if isinstance(exc, (ConnectionError, TimeoutError)) or names & _CONNECTION_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def hub_error(exc: BaseException, endpoint: str | None) -> ZooError | None:
+    """The one-line error ``zoo publish`` gives when an upload failed because the Hub endpoint (``endpoint``,
+    default HF_ENDPOINT) could not be reached or refused it, naming the options that fix it; None when ``exc``
+    is some other failure."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    endpoint = endpoint or constants.ENDPOINT
+    cause = _unreachable(exc)
+    if cause is not None:
+        if constants.HF_HUB_OFFLINE:
+            return ZooError(f"HF_HUB_OFFLINE is set, so the Hub endpoint {endpoint} cannot be reached; unset it to "
+                            "publish, or use --dry-run / --store")
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        return ZooError(f"the Hub endpoint {endpoint} could not be reached ({reason}); check --endpoint (or "
+                        "HF_ENDPOINT) and the network, or use --dry-run / --store to publish without a Hub")
+    if isinstance(exc, HfHubHTTPError):
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ZooError(f"the Hub endpoint {endpoint} refused the upload ({reason}); check --repo-id and --token "
+                        "(or HF_TOKEN)")
+    return None
