@@ -378,6 +378,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import zoo
+    from zoo.benchmark import benchmark
+    from zoo.cards.terminal import benchmark_table
+
+    if args.all == bool(args.name):
+        raise ZooError("give a model name or --all (with an optional --pattern)")
+    names = zoo.list_models(args.pattern) if args.all else [zoo.model_info(args.name).name]
+    options = dict(batch=args.batch, size=tuple(args.size) if args.size else None, dtype=args.dtype,
+                   channels_last=args.channels_last, runtime="compile" if args.compile else args.runtime,
+                   train=args.train, device=args.device, warmup=args.warmup, repeats=args.repeats)
+    results = []
+    from rich.progress import track
+
+    for name in track(names, description="benchmark", transient=True, disable=len(names) < 2 or not sys.stderr.isatty(),
+                      console=None):
+        results.append(dataclasses.asdict(benchmark(name, **options)))
+    sys.stdout.write(benchmark_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from zoo.converters import convert_file
 
@@ -470,6 +497,23 @@ def _add_weights_commands(sub) -> None:
                    help="run the file (onnxruntime / torch.export.load) against the eager model; exit 1 above --tolerance")
     s.add_argument("--tolerance", type=float, default=1e-3, help="largest absolute difference --check accepts")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("benchmark", help="latency, throughput, peak memory, parameters and GFLOPs (random weights)")
+    s.add_argument("name", nargs="?", help="a registry name")
+    s.add_argument("--all", action="store_true", help="every entry matching --pattern")
+    s.add_argument("--pattern", default="*", help="with --all: shell-style name pattern, e.g. 'drn-*'")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the entry's input_size)")
+    s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--runtime", choices=("eager", "compile", "onnxruntime"), default="eager")
+    s.add_argument("--compile", action="store_true", help="same as --runtime compile")
+    s.add_argument("--train", action="store_true", help="forward + backward of the summed outputs")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--warmup", type=int, default=3, help="untimed calls first (the first is reported apart)")
+    s.add_argument("--repeats", type=int, default=10, help="timed calls (median and percentiles)")
+    s.add_argument("--json", help="also write the results to this JSON file")
+    s.set_defaults(fn=cmd_benchmark)
 
     s = sub.add_parser("convert", help="convert an official checkpoint to zoo's layout (safetensors)")
     s.add_argument("source", help="converter name, e.g. torchvision-deeplabv3 (see zoo.converters)")

@@ -97,7 +97,8 @@ def _custom_flop_formulas() -> dict[Any, Any]:
     return formulas
 
 
-def _forward_flops(model: torch.nn.Module, inputs: tuple) -> int:
+def forward_flops(model: torch.nn.Module, inputs: tuple) -> int:
+    """FLOPs of ``model(*inputs)`` (no grad) with FlopCounterMode and zoo's formulas (see FLOP_CONVENTION)."""
     counter = FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas())
     with torch.no_grad(), counter:
         model(*inputs)
@@ -114,12 +115,12 @@ def count_flops(info: ModelInfo) -> tuple[int, str]:
     from zoo.factory import example_inputs
 
     try:
-        return _forward_flops(_build(info, "meta"), example_inputs(info, device="meta", random=False)), "meta"
+        return forward_flops(_build(info, "meta"), example_inputs(info, device="meta", random=False)), "meta"
     except Exception as meta_exc:  # noqa: BLE001  (any failure on meta means: count on the CPU)
         meta_error = f"{type(meta_exc).__name__}: {meta_exc}"
     try:
         torch.manual_seed(0)
-        return _forward_flops(_build(info, "cpu"), example_inputs(info)), "cpu"
+        return forward_flops(_build(info, "cpu"), example_inputs(info)), "cpu"
     except Exception as exc:  # noqa: BLE001
         raise ZooError(
             f"cannot count FLOPs of {info.name!r} at input_size {list(info.input_size)}: the forward pass "

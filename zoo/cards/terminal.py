@@ -243,3 +243,33 @@ def info_text(info, tag: str | None = None) -> str:
                     "converters)")
     lines.append(f"more: {', '.join(more)}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ zoo benchmark
+BENCHMARK_COLUMNS = (("model", "model"), ("runtime", "runtime"), ("batch", "batch"), ("size", "size"),
+                     ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("samples_per_second", "samples/s"),
+                     ("peak_memory_mb", "peak MB"), ("params_m", "params (M)"), ("gflops", "GFLOPs"))
+
+
+def benchmark_table(results: list[dict[str, Any]], *, colour: bool | None = None, stream=None) -> str:
+    """``zoo benchmark`` results (``dataclasses.asdict`` of :class:`zoo.benchmark.BenchmarkResult`) as a table."""
+    stream = sys.stdout if stream is None else stream
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
+    for key, title in BENCHMARK_COLUMNS:
+        table.add_column(title, justify="left" if key in ("model", "runtime", "size") else "right")
+
+    def cell(result: dict[str, Any], key: str) -> str:
+        value = result[key]
+        if key == "size":
+            return "x".join(map(str, value))
+        if key == "runtime":
+            return " ".join([value, result["dtype"]] + ["channels-last"] * result["channels_last"]
+                            + ["train"] * result["train"])
+        if value is None:
+            return "-"
+        return f"{value:.3g}" if isinstance(value, float) and key != "median_ms" else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    for result in results:
+        table.add_row(*(cell(result, key) for key, _ in BENCHMARK_COLUMNS))
+    return _render(table, width=10**4,  # the table's natural width: numbers are never cut
+                   colour=use_colour(stream) if colour is None else colour, unicode=_can_encode("─", stream))
