@@ -282,3 +282,21 @@ def test_read_only_directory_and_file(tmp_path):
             write_png(torch.zeros(3, 2, 2, dtype=torch.uint8), locked / "out.png")
     finally:
         locked.chmod(0o755)
+
+
+# --- atomic output --------------------------------------------------------------------------------
+def test_atomic_output_is_complete_or_untouched(tmp_path):
+    from zoo.io import atomic_output, write_atomic
+
+    target = tmp_path / "out.json"
+    write_atomic(target, "old\n")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    with pytest.raises(FileNotFoundError):
+        write_atomic(tmp_path / "missing-dir" / "x", "x")
+

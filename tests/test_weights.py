@@ -185,6 +185,25 @@ def test_cached_file_changed_after_verification_is_caught(published):
         zoo.create(NAME, pretrained=True)
 
 
+def test_download_force_replaces_a_corrupt_cached_blob(published, capsys):
+    """The advice of a corrupt Hub blob is `zoo download NAME.TAG --force`, and following it works: the blob
+    itself (the file the cache's symlink points to) is fetched again and replaced."""
+    from zoo.cli import main
+
+    model, _ = published
+    zoo.create(NAME, pretrained=True)
+    blob = W.cached_hub_file(zoo.model_info(NAME).weights["v1"].hub).resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=rf"zoo download {NAME}.v1 --force"):
+        zoo.create(NAME, pretrained=True)
+    assert main(["download", "--force", f"{NAME}.v1"]) == 0
+    capsys.readouterr()
+    assert W.cached_hub_file(zoo.model_info(NAME).weights["v1"].hub).resolve().read_bytes() != bytes(data)
+    assert_same_model(zoo.create(NAME, pretrained=True), model)
+
+
 # --- mirrors --------------------------------------------------------------------------------------
 def test_mirror_directory_serves_verified_files_offline(published, hub_server, monkeypatch, tmp_path):
     _, entry = published

@@ -385,6 +385,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     import zoo
     from zoo.benchmark import benchmark
     from zoo.cards.terminal import benchmark_table
+    from zoo.io import write_atomic
 
     if args.all == bool(args.name):
         raise ZooError("give a model name or --all (with an optional --pattern)")
@@ -400,7 +401,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         results.append(dataclasses.asdict(benchmark(name, **options)))
     sys.stdout.write(benchmark_table(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_atomic(args.json, json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -9,7 +9,6 @@ file in onnxruntime against the eager model.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from torch.utils._pytree import tree_flatten
 from zoo import weights as W
 from zoo.errors import ZooError
 from zoo.factory import create, example_inputs, model_info, parse_name
+from zoo.io import atomic_output
 
 FORMATS = ("onnx", "pt2")
 METADATA_KEY = "zoo"
@@ -155,16 +155,12 @@ def export(name: str, out: str | Path, *, format: Literal["onnx", "pt2"] = "onnx
                                                     "args": _plain(info.transforms_for(tag).args)},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # torch.export.save wants the suffix
-    try:
+    with atomic_output(out, keep_suffix=True) as tmp:  # torch.export.save wants ".pt2"
         if format == "pt2":
             exported = torch.export.export(program, inputs, dynamic_shapes=dynamic)
             torch.export.save(exported, tmp, extra_files={PT2_METADATA_FILE: json.dumps(metadata)})
         else:
             _export_onnx(program, inputs, dynamic, [s.name for s in specs], tmp, metadata)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return Exported(out, metadata, program, inputs)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ChecksumError, UnknownModelError, WeightsError
+from zoo.io import write_atomic
 from zoo.registry import ModelInfo, parse_entry, thaw
 
 HUB_CONFIG = "config.json"
@@ -62,7 +63,7 @@ def config_for(info: ModelInfo, *, weights_sha256: str, weights_size: int) -> di
 
 
 def write_config(path: Path, info: ModelInfo, *, weights_sha256: str, weights_size: int) -> None:
-    path.write_text(json.dumps(config_for(info, weights_sha256=weights_sha256, weights_size=weights_size), indent=2) + "\n")
+    write_atomic(path, json.dumps(config_for(info, weights_sha256=weights_sha256, weights_size=weights_size), indent=2) + "\n")
 
 
 def read_config(path: Path, repo: str) -> tuple[ModelInfo, dict[str, Any]]:

@@ -1,8 +1,11 @@
-"""Image files <-> uint8 tensors (Pillow, which torchvision already depends on)."""
+"""Image files <-> uint8 tensors (Pillow, which torchvision already depends on), and atomic file output
+(:func:`atomic_output`: every file zoo writes is either complete or untouched)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -124,6 +127,34 @@ def check_writable(path: str | Path) -> None:
         raise InputError(f"cannot write {path}: the file exists and is not writable; choose another path")
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | Path, *, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary path next to ``path`` (``.NAME.PID.RANDOM.tmp``, plus ``path``'s suffix with
+    ``keep_suffix`` for writers that insist on one); when the block ends without an exception, the file
+    written there is flushed to disk and renamed onto ``path`` (``os.replace``), else removed. ``path`` is
+    therefore either untouched or complete, never half-written. The directory must exist."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix if keep_suffix else ''}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() would
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_output`."""
+    with atomic_output(path) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8", newline="")
+        else:
+            tmp.write_bytes(data)
+
+
 def write_png(image: torch.Tensor, path: str | Path) -> None:
     """Write a 3 x H x W (RGB), 1 x H x W or H x W (grey) uint8 tensor as PNG.
 
@@ -149,19 +180,8 @@ def write_png(image: torch.Tensor, path: str | Path) -> None:
     array = image.permute(1, 2, 0).contiguous() if image.dim() == 3 else image.contiguous()
     picture = Image.frombytes("RGB" if image.dim() == 3 else "L", (array.shape[1], array.shape[0]),
                               array.numpy().tobytes())
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    created = False
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() would
-        created = True
-        with os.fdopen(fd, "wb") as f:
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
             picture.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        created = False
     except OSError as exc:
         raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose another path") from None
-    finally:
-        if created:
-            tmp.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ import yaml
 
 from zoo import __version__
 from zoo.errors import RegistryError
+from zoo.io import write_atomic
 from zoo.registry import ModelInfo, Weights, categories, default_registry, thaw
 
 HAND_SECTIONS = ("Summary", "Architecture", "Limitations")
@@ -305,7 +306,7 @@ def sync_all(write: bool = True) -> list[str]:
         if new != text:
             changed.append(info.name)
             if write:
-                path.write_text(new, encoding="utf-8")
+                write_atomic(path, new)
     return changed
 
 

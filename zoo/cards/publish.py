@@ -20,6 +20,7 @@ from zoo.cards import release_card
 from zoo.errors import WeightsError, ZooError
 from zoo.factory import build_model, model_info, parse_name
 from zoo.hubconfig import HUB_CONFIG, HUB_WEIGHTS, write_config
+from zoo.io import atomic_output, write_atomic
 from zoo.registry import ModelInfo, thaw
 
 
@@ -76,8 +77,9 @@ def write_reference_tensors(info: ModelInfo, weights: Path, path: Path) -> None:
     torch.manual_seed(0)
     inputs = example_inputs(info, REFERENCE_SIZE)
     model = create(info.name, checkpoint=weights, **thaw(info.args))
-    save_file({"input": inputs[0].contiguous(), "output": reference_output(model, inputs).contiguous()}, str(path),
-              metadata={"name": info.name, "zoo_version": __version__, "torch": torch.__version__})
+    with atomic_output(path) as tmp:
+        save_file({"input": inputs[0].contiguous(), "output": reference_output(model, inputs).contiguous()}, str(tmp),
+                  metadata={"name": info.name, "zoo_version": __version__, "torch": torch.__version__})
 
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -123,12 +125,13 @@ def write_release(name: str, weights: str | Path | None, out_dir: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "zoo_version": __version__, "name": info.name, "arch": info.arch,
                 "args": json.dumps(thaw(info.args), sort_keys=True)}
-    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, out / HUB_WEIGHTS, metadata=metadata)
+    with atomic_output(out / HUB_WEIGHTS) as tmp:
+        save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     write_reference_tensors(info, out / HUB_WEIGHTS, out / REFERENCE_FILE)
     path = out / HUB_WEIGHTS
     file = {"file": HUB_WEIGHTS, "sha256": W.sha256_file(path), "size": path.stat().st_size}
     write_config(out / HUB_CONFIG, info, weights_sha256=file["sha256"], weights_size=file["size"])
-    (out / "README.md").write_text(release_card(info, tag, sha256=file["sha256"], size=file["size"]))
+    write_atomic(out / "README.md", release_card(info, tag, sha256=file["sha256"], size=file["size"]))
     return file
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from zoo.cards import card_path
 from zoo.cards.index import index_row
 from zoo.cards.pages import index_html, model_html
 from zoo.errors import RegistryError, SiteError
+from zoo.io import write_atomic
 from zoo.registry import ModelInfo, default_registry
 
 def site_files(infos: Iterable[ModelInfo] | None = None) -> dict[str, str]:
@@ -89,23 +89,10 @@ def _owned_files(outdir: Path) -> set[str]:
     return set()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file in its directory and ``os.replace``: never half-written."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_marker(outdir: Path, files: Iterable[str]) -> None:
     lines = [_MARKER_VERSION, "# written by `zoo site build`: the files it wrote, the only ones it replaces or removes",
              *sorted(files)]
-    _write_atomic(outdir / SITE_MARKER, "\n".join(lines) + "\n")
+    write_atomic(outdir / SITE_MARKER, "\n".join(lines) + "\n")
 
 
 def build_site(outdir: str | Path, infos: Iterable[ModelInfo] | None = None) -> list[Path]:
@@ -129,7 +116,7 @@ def build_site(outdir: str | Path, infos: Iterable[ModelInfo] | None = None) -> 
         _write_marker(outdir, owned | set(files))  # first: an interrupted build still knows its files
         for rel, text in files.items():
             path = outdir / rel
-            _write_atomic(path, text)
+            write_atomic(path, text)
             written.append(path)
         for rel in sorted(owned - set(files)):
             path = outdir / rel

@@ -35,6 +35,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.errors import ZooError
+from zoo.io import write_atomic
 from zoo.registry import ModelInfo, default_registry, thaw
 
 STATS_FILE = "model_stats.json"
@@ -205,6 +206,6 @@ def sync_stats(path: str | Path | None = None, *, force: bool = False, write: bo
     text = (f'{{\n "generated_by": "scripts/sync_stats.py",\n "flops": {json.dumps(FLOP_CONVENTION)},\n'
             f' "models": {{\n{models}\n }}\n}}\n')
     if write and (changed or not path.is_file() or path.read_text(encoding="utf-8") != text):
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
         _CACHE = None
     return changed

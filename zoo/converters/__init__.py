@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import torch
 
 from zoo.errors import UnknownModelError
+from zoo.io import atomic_output
 
 Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -103,5 +104,6 @@ def convert_file(source: str, src: str | Path, dst: str | Path) -> dict[str, obj
     out = fn(read_original(Path(src), Path(src).name))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in out.items()}, str(dst), metadata={"converted_from": source})
+    with atomic_output(dst) as tmp:
+        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata={"converted_from": source})
     return {"converter": source, "tensors": len(out), "out": str(dst), "sha256": sha256_file(dst)}

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from zoo.errors import WeightsError
+from zoo.io import write_atomic
 
 __all__ = ["LIST_MAGIC", "NDARRAY_V1_MAGIC", "NDARRAY_V2_MAGIC", "NDARRAY_V3_MAGIC", "load_params",
            "read_params_bytes", "save_params", "write_params_bytes"]
@@ -217,4 +218,4 @@ def write_params_bytes(arrays: Mapping[str, torch.Tensor], *, version: int = 2) 
 
 def save_params(path: str | Path, arrays: Mapping[str, torch.Tensor], *, version: int = 2) -> None:
     """Write ``arrays`` to ``path`` as an MXNet ``.params`` file (see :func:`write_params_bytes`)."""
-    Path(path).write_bytes(write_params_bytes(arrays, version=version))
+    write_atomic(path, write_params_bytes(arrays, version=version))
