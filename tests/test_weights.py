@@ -264,8 +264,8 @@ def test_user_checkpoints_prefixes_directories_and_pickle_opt_in(user_registry, 
 
 def test_a_model_loaded_from_a_file_can_be_saved_and_owns_its_tensors(user_registry, tmp_path):
     """float32 weights (the file's dtype, no cast) and int64 BatchNorm counters come from one memory map of
-    the file; the loaded model must not keep views of it (torch.save refuses storages shared across dtypes,
-    and a training run checkpoints with torch.save)."""
+    the file, each in a storage of its own (torch.save refuses one storage viewed as two dtypes, and a
+    training run checkpoints with torch.save); tests/test_zero_copy.py checks the rest."""
     import io
 
     path = _save(_random_model(4), tmp_path / "w.safetensors")

@@ -292,13 +292,22 @@ _SAFETENSORS_DTYPES = {
 
 
 def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file as views of one private (copy-on-write) memory map of the file.
+    """Tensors of a safetensors file in one private (copy-on-write) memory map of the file, each in a
+    storage of its own that covers exactly its bytes.
 
-    Nothing is read until a tensor is used, so loading costs a header parse; writes never reach the
-    file. The header is validated as the safetensors reference does (the tensors tile the data after
-    the header exactly), so a truncated or corrupt file raises :class:`WeightsError` naming it instead
-    of giving short or misplaced tensors. Tensors whose offset is not aligned to their element size are
-    copied.
+    Nothing is read until a tensor is used, so loading costs a header parse; writes (an optimizer step)
+    go to private copies of the pages and never reach the file. One storage per tensor is what
+    ``torch.save`` (one dtype per storage) and safetensors' ``save_file`` (no storage that a tensor
+    covers only in part) need, so a model holding these tensors saves like any other. The storages hold
+    a reference to the map, not a file descriptor (Python's ``mmap`` keeps one duplicate descriptor per
+    map, none on Python 3.13+) until the last of them is freed. A file replaced later by renaming a new
+    one over it (``zoo download --force``, huggingface_hub) leaves loaded tensors alone on Linux and
+    macOS: the map keeps the old inode (on Windows the rename is refused while the map lives); a file
+    rewritten in place while tensors are alive changes them, as with any memory map. Where the file
+    cannot be mapped it is read into memory once (same storages). The header is validated as the
+    safetensors reference does (the tensors tile the data after the header exactly), so a truncated or
+    corrupt file raises :class:`WeightsError` naming it instead of giving short or misplaced tensors.
+    Tensors whose offset is not aligned to their element size are copied.
     """
     import struct
 
@@ -331,20 +340,42 @@ def mmap_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     if base + end != size:
         raise bad(f"the tensors need {base + end} bytes, the file has {size}" if base + end > size else
                   f"{size - base - end} bytes after the last tensor")
-    try:
-        storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
-    except RuntimeError as exc:
-        raise WeightsError(f"cannot map {path} into memory: {exc}") from None
+    buffer = _private_map(path, size) if end > 0 else None
     out = {}
     for name, (dtype, shape, (begin, stop)) in specs.items():
-        itemsize = dtype.itemsize
         offset = base + begin
-        if offset % itemsize == 0:
-            out[name] = torch.empty(0, dtype=dtype).set_(storage, offset // itemsize, shape)
+        if stop == begin:  # torch.frombuffer refuses zero bytes
+            out[name] = torch.empty(shape, dtype=dtype)
+        elif offset % dtype.itemsize == 0:
+            # a new storage over exactly these bytes; it holds a reference to the map, not a descriptor
+            out[name] = torch.frombuffer(buffer, dtype=dtype, count=(stop - begin) // dtype.itemsize,
+                                         offset=offset).view(shape)
         else:
-            raw_bytes = torch.empty(0, dtype=torch.uint8).set_(storage, offset, [stop - begin])
-            out[name] = raw_bytes.clone().view(dtype).reshape(shape)
+            raw_bytes = torch.frombuffer(buffer, dtype=torch.uint8, count=stop - begin, offset=offset)
+            out[name] = raw_bytes.clone().view(dtype).view(shape)
     return out
+
+
+def _private_map(path: Path, size: int):
+    """A writable copy-on-write map of the ``size``-byte file ``path`` (writes never reach the file), or
+    where mapping is not possible its bytes read into memory."""
+    import sys
+
+    # Python's mmap keeps a duplicate of the descriptor for the map's life unless told not to (3.13+, Unix)
+    untracked = {"trackfd": False} if sys.version_info >= (3, 13) and os.name != "nt" else {}
+    try:
+        with open(path, "rb") as f:
+            try:
+                import mmap
+
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY, **untracked)
+            except (ImportError, OSError, ValueError):  # no mmap here (or on this file system): read it
+                return bytearray(f.read())
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(mapped) != size:
+        raise WeightsError(f"{path} changed while it was read ({size} bytes, then {len(mapped)}); load it again")
+    return mapped
 
 
 def _safetensors_header(raw: bytes, bad) -> dict[str, tuple[torch.dtype, list[int], tuple[int, int]]]:
@@ -494,7 +525,7 @@ def load_into_meta_model(
     Floating-point tensors are cast to ``dtype``, or without it to the dtype the model declares for
     them (weights stored in float16 load into a float32 model as float32)."""
     declared = {k: v.dtype for k, v in model.state_dict(keep_vars=True).items()}
-    prepared = {}
+    prepared, seen = {}, set()
     for key, given in tensors.items():
         t = given
         if t.is_floating_point():
@@ -502,10 +533,16 @@ def load_into_meta_model(
             if target.is_floating_point and t.dtype != target:
                 t = t.to(target)
         t = t.to(device)
-        # assign=True keeps the tensor itself: one that was not copied above is a view of the file's memory
-        # map, which torch.save (one storage viewed as several dtypes) and safetensors (a storage no single
-        # tensor covers) refuse to write, so it is copied
-        prepared[key] = t.clone() if t is given else t
+        # assign=True keeps the tensor itself (no copy: tensors of mmap_safetensors stay in the file's
+        # copy-on-write map). torch.save and safetensors' save_file need one storage per tensor covering it
+        # exactly, and a parameter must not share memory with another key's, so a tensor not copied above
+        # that is a view of a larger storage or whose storage was seen before is copied
+        storage = t.untyped_storage()
+        if t is given and (t.storage_offset() != 0 or storage.nbytes() != t.numel() * t.element_size()
+                           or (storage.nbytes() > 0 and storage.data_ptr() in seen)):
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        prepared[key] = t
     model.load_state_dict(prepared, strict=False, assign=True)
     for module in model.modules():
         own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
