@@ -13,6 +13,7 @@ from zoo.archs import get_arch
 from zoo.errors import RegistryError
 from zoo.hubconfig import HUB_WEIGHTS, parse_hf_hub, resolve_hf_hub
 from zoo.registry import ModelInfo, default_registry, thaw
+from zoo.tasks import get_task
 from zoo.transforms import build_postprocess, build_transforms
 from zoo import weights as W
 
@@ -74,13 +75,11 @@ def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: 
                    device: str | torch.device | None = None, *, random: bool = True) -> tuple[Any, ...]:
     """Network inputs (after transforms) for ``info``, as positional arguments of ``model(*inputs)``.
 
-    Built from ``info.input_size`` (optionally at another spatial ``size``) by task:
-
-    - image tasks: one ``(batch, C, H, W)`` tensor (C = 6 for a FlowNet frame pair);
-    - ``salient-object-detection`` with ``input_size [4, H, W]``: ``(rgb (B, 3, H, W), depth (B, 1, H, W))``;
-    - ``video-prediction`` with ``input_size [T, C, H, W]``: one ``(B, T, C, H, W)`` tensor;
-    - ``object-detection`` / ``instance-segmentation``: one list of ``batch`` ``(C, H, W)`` images
-      (torchvision's detection API).
+    Built from ``info.input_size`` (optionally at another spatial ``size``) by the entry's task
+    (:attr:`zoo.tasks.Task.example_inputs`): one ``(batch, C, H, W)`` tensor for image tasks (C = 6 for a
+    FlowNet frame pair, ``(B, T, C, H, W)`` for video prediction's ``[T, C, H, W]``); ``(rgb, depth)`` for
+    RGB-D saliency's ``[4, H, W]``; one list of ``batch`` ``(C, H, W)`` images for detection
+    (torchvision's detection API).
 
     ``random=False`` gives uninitialised tensors (use with ``device="meta"``). Used for FLOP counts,
     reference tensors, smoke tests and export checks.
@@ -89,13 +88,7 @@ def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: 
     if size is not None:
         height, width = size
     make = (lambda *shape: torch.randn(shape, device=device)) if random else (lambda *shape: torch.empty(shape, device=device))
-    if info.task == "salient-object-detection" and lead == [4]:
-        return make(batch, 3, height, width), make(batch, 1, height, width)
-    if info.task == "video-prediction":
-        return (make(batch, *lead, height, width),)
-    if info.task in ("object-detection", "instance-segmentation"):
-        return ([make(*lead, height, width) for _ in range(batch)],)
-    return (make(batch, *lead, height, width),)
+    return get_task(info.task).example_inputs(make, batch, lead, height, width)
 
 
 def create(

@@ -80,21 +80,26 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from zoo.data.photometric import photometric_jitter
-from zoo.data.shapes import sample_seed
+from zoo.data.positions import PositionStream, collate
 from zoo.evaluation import evaluate, load_model, parse_overrides
 from zoo.ops.dy_conv import set_temperature, temperature_schedule
 from zoo.registry import Preset, thaw
+from zoo.tasks import TASKS, Training, TrainingRun, get_task
 from zoo.transforms import build_transforms
 
-__all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "ClassificationStream", "multiscale_epe_loss", "segmentation_loss", "train",
-           "average_checkpoints", "main", "warm_start"]
+# The tasks' losses and streams, re-exported where they used to live.
+from zoo.tasks.image_classification import ClassificationStream  # noqa: E402
+from zoo.tasks.optical_flow import FLOWNET_WEIGHTS, FlowStream, full_res_epe, multiscale_epe_loss  # noqa: E402
+from zoo.tasks.semantic_segmentation import (CLASS_WEIGHT_SAMPLES, median_frequency_weights,  # noqa: E402
+                                             segmentation_loss)
 
-FLOWNET_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2 .. flow6
+__all__ = ["TrainConfig", "train", "average_checkpoints", "recompute_batchnorm", "main", "warm_start",
+           "training_stream", "training_transforms", "network_input", "PositionStream", "ClassificationStream",
+           "FlowStream", "FLOWNET_WEIGHTS", "multiscale_epe_loss", "full_res_epe", "segmentation_loss",
+           "median_frequency_weights"]
 
 
 @dataclasses.dataclass
@@ -147,193 +152,7 @@ class TrainConfig:
                    "seed", "textures", "flow_reduction", "photometric", "class_weights")
 
 
-# ------------------------------------------------------------------------------------------- losses
-def multiscale_epe_loss(outputs: Sequence[torch.Tensor], target: torch.Tensor, valid: torch.Tensor | None = None,
-                        weights: Sequence[float] = FLOWNET_WEIGHTS, div_flow: float = 20.0,
-                        reduction: str = "sum") -> torch.Tensor:
-    """FlowNet multi-scale EPE: ``outputs`` (flow2, ..., flow6) in network units (B, 2, h_i, w_i),
-    ``target`` (B, 2, H, W) in pixels, ``valid`` (B, H, W) known-flow mask. See the module docstring."""
-    if len(outputs) != len(weights):
-        raise ValueError(f"{len(outputs)} predictions but {len(weights)} weights")
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    b = target.shape[0]
-    if valid is None:
-        valid = torch.ones(target.shape[0], *target.shape[2:], dtype=torch.bool, device=target.device)
-    scaled = torch.where(valid.unsqueeze(1), target, torch.zeros_like(target)) / div_flow
-    mask = valid.unsqueeze(1).to(target.dtype)
-    loss = target.new_zeros(())
-    for out, w in zip(outputs, weights):
-        h, wd = out.shape[-2:]
-        t = F.interpolate(scaled, (h, wd), mode="area")
-        m = F.interpolate(mask, (h, wd), mode="area")[:, 0]
-        keep = (m > 0.999).to(out.dtype)                      # cells made only of known pixels
-        err = torch.linalg.vector_norm(out - t, dim=1) * keep
-        per_image = err.flatten(1).sum(1)
-        if reduction == "mean":
-            per_image = per_image / keep.flatten(1).sum(1).clamp(min=1)
-        loss = loss + w * per_image.sum() / b
-    return loss
-
-
-def full_res_epe(flow2: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, div_flow: float) -> torch.Tensor:
-    """FlowNetPytorch's ``realEPE``: flow2 x div_flow upsampled bilinearly to the target size, mean EPE."""
-    from zoo.flow import epe
-
-    up = F.interpolate(flow2, target.shape[-2:], mode="bilinear", align_corners=False) * div_flow
-    return epe(up, target, valid)
-
-
-def segmentation_loss(output: Any, label: torch.Tensor, aux_weight: float = 0.5, ignore_index: int = 255,
-                      weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy for the segmentation families' training outputs (see the module docstring);
-    ``weight``: per-class weights (C,) as ``F.cross_entropy``'s (e.g. :func:`median_frequency_weights`)."""
-    size = label.shape[-2:]
-
-    def ce_up(logits: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-2:] != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, label, weight=weight, ignore_index=ignore_index)
-
-    if isinstance(output, dict):
-        loss = ce_up(output["out"])
-        if "aux" in output:
-            loss = loss + aux_weight * ce_up(output["aux"])
-        return loss
-    if isinstance(output, (list, tuple)):
-        loss = label.new_zeros((), dtype=torch.float32)
-        for logits in output:
-            small = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
-            loss = loss + F.cross_entropy(logits, small, weight=weight, ignore_index=ignore_index)
-        return loss
-    return ce_up(output)
-
-
-def median_frequency_weights(labels: Sequence[torch.Tensor], num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """Median frequency balancing (Eigen & Fergus, ICCV 2015; SegNet): weight_c = median_f / f_c, where
-    f_c is class c's pixel count divided by the pixel count of the images in which c appears. Classes
-    that never appear get weight 0. ``labels``: (H, W) int maps; returns (num_classes,) float32."""
-    pixels = torch.zeros(num_classes, dtype=torch.float64)
-    present = torch.zeros(num_classes, dtype=torch.float64)
-    for label in labels:
-        valid = label[label != ignore_index]
-        counts = torch.bincount(valid.flatten(), minlength=num_classes)[:num_classes].double()
-        pixels += counts
-        present += (counts > 0).double() * valid.numel()
-    freq = torch.where(present > 0, pixels / present.clamp(min=1), torch.zeros_like(pixels))
-    median = freq[freq > 0].median()
-    return torch.where(freq > 0, median / freq.clamp(min=1e-12), torch.zeros_like(freq)).float()
-
-
-CLASS_WEIGHT_SAMPLES = 256
-
-
 # ------------------------------------------------------------------------------------------- data
-class PositionStream(Dataset):
-    """Sample position p -> sample. Procedural datasets (with ``generate``) render index p directly;
-    finite datasets read permutation_epoch[p mod n] (epoch = p // n, permutation seeded by (seed, epoch))
-    and are randomly cropped (offset seeded by (seed, p)) to ``size``; labels pad with 255."""
-
-    def __init__(self, base: Dataset, seed: int, size: tuple[int, int] | None) -> None:
-        self.base, self.seed, self.size = base, seed, size
-        self.procedural = hasattr(base, "generate")
-        self._perm: tuple[int, list[int]] | None = None
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def index(self, p: int) -> int:
-        n = len(self.base)
-        if self.procedural:
-            return p % n
-        epoch = p // n
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(sample_seed(self.seed, -1 - epoch))
-            self._perm = (epoch, torch.randperm(n, generator=g).tolist())
-        return self._perm[1][p % n]
-
-    def _crop(self, sample: dict, p: int) -> dict:
-        if self.size is None:
-            return sample
-        th, tw = self.size
-        key = "image1" if "image1" in sample else "image"
-        h, w = sample[key].shape[-2:]
-        if (h, w) == (th, tw):
-            return sample
-        ph, pw = max(th - h, 0), max(tw - w, 0)
-        out = {}
-        for k, v in sample.items():
-            if not isinstance(v, torch.Tensor):
-                continue
-            if ph or pw:
-                fill = 255 if k == "label" else (False if v.dtype == torch.bool else 0)
-                v = F.pad(v.unsqueeze(0) if v.dim() == 2 else v, (0, pw, 0, ph), value=fill)
-                v = v[0] if k in ("label", "valid", "visible") else v
-            out[k] = v
-        rng = random.Random(sample_seed(self.seed, p))
-        top, left = rng.randint(0, h + ph - th), rng.randint(0, w + pw - tw)
-        return {k: v[..., top:top + th, left:left + tw] for k, v in out.items()}
-
-    def __getitem__(self, p: int) -> dict:
-        return self._crop(self.base[self.index(p)], p)
-
-    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
-        if self.procedural:
-            return self.base.__getitems__([self.index(p) for p in positions])
-        return [self[p] for p in positions]
-
-
-class ClassificationStream(PositionStream):
-    """:class:`PositionStream` for ``{"image", "label": int}`` samples: the image, zero-padded by ``shift``
-    pixels per side, is cropped to ``size`` at an offset seeded by (seed, p) (a random translation of up
-    to +-shift pixels); ``label`` becomes an int64 scalar tensor."""
-
-    def __init__(self, base: Dataset, seed: int, size: tuple[int, int], shift: int = 0) -> None:
-        if shift < 0:
-            raise ValueError(f"augment_shift must be >= 0, got {shift}")
-        super().__init__(base, seed, size)
-        self.shift = shift
-
-    def __getitem__(self, p: int) -> dict:
-        sample = self.base[self.index(p)]
-        image = sample["image"]
-        if self.shift:
-            image = F.pad(image, (self.shift,) * 4)
-        out = self._crop({"image": image}, p)
-        out["label"] = torch.as_tensor(sample["label"], dtype=torch.int64)
-        return out
-
-    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
-        return [self[p] for p in positions]
-
-
-PHOTOMETRIC_SALT = 0x9E3779B97F4A7C15 >> 1
-
-
-class FlowStream(PositionStream):
-    """:class:`PositionStream` for flow pairs with optional photometric jitter
-    (:func:`zoo.data.photometric.photometric_jitter` at ``strength``, seeded by (seed, p))."""
-
-    def __init__(self, base: Dataset, seed: int, size: tuple[int, int], photometric: float = 0.0) -> None:
-        if not 0.0 <= photometric <= 1.0:
-            raise ValueError(f"photometric (--photometric) must be a strength in [0, 1], got {photometric}")
-        super().__init__(base, seed, size)
-        self.photometric = photometric
-
-    def _jitter(self, sample: dict, p: int) -> dict:
-        if self.photometric > 0:
-            sample = dict(sample)
-            sample["image1"], sample["image2"] = photometric_jitter(
-                sample["image1"], sample["image2"], sample_seed(self.seed, p) ^ PHOTOMETRIC_SALT, self.photometric)
-        return sample
-
-    def __getitem__(self, p: int) -> dict:
-        return self._jitter(super().__getitem__(p), p)
-
-    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
-        return [self._jitter(s, p) for s, p in zip(super().__getitems__(positions), positions)]
-
-
 class StepBatchSampler(Sampler):
     """Per-rank lists of sample positions for steps ``start .. steps - 1`` (see the module docstring)."""
 
@@ -351,37 +170,36 @@ class StepBatchSampler(Sampler):
             yield list(range(base, base + self.local))
 
 
-def _collate(samples: list[dict]) -> dict:
-    return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
-
-
 def training_stream(task: str, base: Dataset, seed: int, size: tuple[int, int], augment_shift: int = 0,
-                    photometric: float = 0.0) -> PositionStream:
-    """The position stream a run of ``task`` reads ``base`` through (see the module docstring)."""
-    if task == "image-classification":
-        return ClassificationStream(base, seed, size, augment_shift)
-    if task == "optical-flow":
-        return FlowStream(base, seed, size, photometric)
-    return PositionStream(base, seed, size)
+                    photometric: float = 0.0) -> Dataset:
+    """The position stream a run of ``task`` reads ``base`` through (the task's :attr:`Training.stream`)."""
+    return _training(task).stream(base, seed, size, {"augment_shift": augment_shift, "photometric": photometric})
 
 
-def network_input(task: str, transforms: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The network input of a collated batch: the transformed frame pair (optical flow) or image."""
-    if task == "optical-flow":
-        return transforms((batch["image1"], batch["image2"]))
-    return transforms(batch["image"])
+def network_input(task: str, transforms: nn.Module, batch: Mapping[str, torch.Tensor]) -> Any:
+    """The network input of a collated batch (the task's :attr:`Training.network_input`)."""
+    return _training(task).network_input(transforms, batch)
 
 
 def training_transforms(model: nn.Module) -> nn.Module:
-    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned); for
-    classification the whole preset, as in evaluation (removing ``resize`` would fall back to the
-    preset's default, ImageNet's 256, and zoom small images)."""
+    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned), or the whole
+    preset when the task keeps it (classification, as in evaluation: removing ``resize`` would fall back to
+    the preset's default, ImageNet's 256, and zoom small images)."""
     info = model.info
-    if info.task == "image-classification":
+    if _training(info.task).keep_resize:
         return build_transforms(info.transforms, info.name)
     args = thaw(info.transforms.args)
     args.pop("resize", None)
     return build_transforms(Preset(info.transforms.preset, args), info.name)
+
+
+def _training(task: str) -> Training:
+    """The :class:`Training` of ``task``; ValueError naming the trainable tasks when it has none."""
+    spec = get_task(task).training
+    if spec is None:
+        trainable = [t.name for t in TASKS if t.training is not None]
+        raise ValueError(f"training supports {', '.join(trainable)}; not {task}")
+    return spec
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -516,7 +334,7 @@ def recompute_batchnorm(model: nn.Module, data: str, *, batches: int = 100, batc
 
     def inputs():
         for b in range(batches):
-            batch = _collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
+            batch = collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
             yield network_input(task, transforms, {k: v.to(device) for k, v in batch.items()})
 
     torch.optim.swa_utils.update_bn(inputs(), model)
@@ -549,14 +367,15 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             (out / "warm_start.json").write_text(json.dumps(report, indent=2) + "\n")
     info = model.info
     task = info.task
-    if task not in ("optical-flow", "semantic-segmentation", "image-classification"):
-        raise ValueError(f"{cfg.model!r} is a {task} model; training supports optical-flow, semantic-segmentation "
-                         "and image-classification")
+    spec = get_task(task).training
+    if spec is None:
+        trainable = [t.name for t in TASKS if t.training is not None]
+        raise ValueError(f"{cfg.model!r} is a {task} model; training supports {', '.join(trainable)}")
     transforms = training_transforms(model).to(device)
     postprocess = model.postprocess
-    if task == "optical-flow" and (cfg.size[0] % 64 or cfg.size[1] % 64):
-        raise ValueError(f"flow training crops must be multiples of 64 (FlowNet), got {tuple(cfg.size)}")
-    div_flow = float(getattr(model, "div_flow", 20.0))
+    if cfg.size[0] % spec.crop_multiple or cfg.size[1] % spec.crop_multiple:
+        raise ValueError(f"{task} training crops must be multiples of {spec.crop_multiple} "
+                         f"(the network's stride), got {tuple(cfg.size)}")
     if cfg.temperature_anneal > 0:
         def anneal(at: int) -> None:
             set_temperature(model, temperature_schedule(at, cfg.temperature_start, 1.0, cfg.temperature_anneal))
@@ -593,18 +412,19 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
     stream = training_stream(task, base, cfg.seed, tuple(cfg.size), cfg.augment_shift, cfg.photometric)
     sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
-    loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
+    loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
                         generator=torch.Generator().manual_seed(cfg.seed))
     class_weight = None
     if cfg.class_weights == "median-frequency":
-        if task != "semantic-segmentation":
+        if spec.class_weights is None:
             raise ValueError(f"--class-weights applies to semantic segmentation, not {task}")
-        labels = [stream[p]["label"] for p in range(min(CLASS_WEIGHT_SAMPLES, len(stream)))]
-        class_weight = median_frequency_weights(labels, cfg.num_classes or info.args["num_classes"]).to(device)
+        class_weight = spec.class_weights(stream, cfg.num_classes or info.args["num_classes"]).to(device)
         if rank == 0:
             (out / "class_weights.json").write_text(json.dumps([round(float(v), 6) for v in class_weight]) + "\n")
     elif cfg.class_weights != "none":
         raise ValueError(f"--class-weights must be 'none' or 'median-frequency', got {cfg.class_weights!r}")
+    run = TrainingRun(network=model, transforms=transforms, postprocess=postprocess, options=_config_dict(cfg),
+                      class_weight=class_weight)
     eval_set = None
     if cfg.eval_data and cfg.eval_every > 0:
         eval_set = dataset_from_spec(cfg.eval_data, size=tuple(cfg.size), seed=cfg.seed + 10**6, split="val")
@@ -644,29 +464,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             batch = {k: v.to(device) for k, v in batch.items()}
             if cfg.temperature_anneal > 0:
                 anneal(step)
-            if task == "optical-flow":
-                outputs = ddp_model(network_input(task, transforms, batch))
-                valid = batch.get("valid")
-                loss = multiscale_epe_loss(outputs, batch["flow"], valid, div_flow=div_flow, reduction=cfg.flow_reduction)
-                metric_name = "epe"
-                with torch.no_grad():
-                    metric = full_res_epe(outputs[0].detach(), batch["flow"], valid, div_flow)
-            elif task == "image-classification":
-                outputs = ddp_model(network_input(task, transforms, batch))
-                logits = outputs["out"] if isinstance(outputs, dict) else outputs
-                loss = F.cross_entropy(logits, batch["label"])
-                metric_name = "top1"
-                with torch.no_grad():
-                    metric = (logits.detach().argmax(dim=1) == batch["label"]).float().mean()
-            else:
-                outputs = ddp_model(network_input(task, transforms, batch))
-                loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight, weight=class_weight)
-                metric_name = "pixel_accuracy"
-                with torch.no_grad():
-                    logits = outputs["out"] if isinstance(outputs, dict) else (outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
-                    pred = postprocess(logits.detach(), batch["label"].shape[-2:])
-                    keep = batch["label"] != 255
-                    metric = ((pred == batch["label"]) & keep).sum() / keep.sum().clamp(min=1)
+            loss, metric = spec.step(ddp_model, batch, run)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm:
@@ -690,7 +488,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                     vals /= world
                 now = time.perf_counter()
                 sec = (now - t_last) / max(steps_since, 1)
-                record = {"step": step, "loss": float(vals[0]), metric_name: float(vals[1]),
+                record = {"step": step, "loss": float(vals[0]), spec.metric: float(vals[1]),
                           "lr": optimizer.param_groups[0]["lr"], "sec_per_step": sec,
                           "samples_per_sec": cfg.batch_size / sec if sec > 0 else None, "time": time.time()}
                 if cfg.temperature_anneal > 0:   # the DyConv2d temperature of the step just taken
@@ -706,7 +504,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3g}", **{metric_name: f"{record[metric_name]:.3g}"})
+                    bar.set_postfix(loss=f"{record['loss']:.3g}", **{spec.metric: f"{record[spec.metric]:.3g}"})
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
                 save(step)
             if stop:

@@ -49,7 +49,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import zoo.classification  # noqa: F401  (registers the "classification" presets)
 from zoo.archs import register_arch
 from zoo.models.resnet import BasicBlock, Bottleneck, NormSpec, ResNet, make_norm, resnet
 from zoo.ops._checks import check_shape

@@ -54,7 +54,6 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-import zoo.detection  # noqa: F401  (registers the "detection" transforms / postprocess presets)
 from zoo.archs import register_arch
 from zoo.errors import InputError
 from zoo.models.resnet import Conv2Factory, freeze_stages, resnet

@@ -37,7 +37,7 @@ What it computes
    reference tester).
 5. Output (eval): one dict per image, ``boxes`` (K, 4) x1y1x2y2 in input pixels, ``scores`` (K,),
    ``labels`` (K,) int64. With ``num_classes=81`` (COCO, background 0 + 80 contiguous classes as the
-   reference) labels are COCO category ids 1..90 (``zoo.converters.mmdet_rcnn.COCO_IDS``), as every
+   reference) labels are COCO category ids 1..90 (``zoo.data.coco.COCO_IDS``), as every
    zoo detector; with any other ``num_classes`` they are the contiguous class indices 1..C.
    Training (``model(images, targets)``, target labels in the same convention) returns torchvision's
    loss dict ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``.
@@ -84,9 +84,8 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import ps_roi_pool
 
-import zoo.detection  # noqa: F401  (registers the "detection" transforms / postprocess presets)
 from zoo.archs import register_arch
-from zoo.converters.mmdet_rcnn import COCO_IDS
+from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
 from zoo.models.deeplab import LSDFNBranch
 from zoo.models.rcnn import _AnchorGenerator
