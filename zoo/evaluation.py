@@ -29,7 +29,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from zoo._version import __version__
 from zoo.distributed import rank_and_world
+from zoo.factory import create
 from zoo.tasks import OPTICAL_FLOW, TASK_NAMES, TASKS, get_task
 from zoo.tasks.image_classification import evaluate_classification
 from zoo.tasks.object_detection import COCO_STATS, coco_results, evaluate_detection
@@ -60,14 +62,12 @@ def load_model(name: str, *, pretrained: bool | str = False, checkpoint: str | P
     """A registry model in eval mode with weights from the registry (``pretrained``), a file
     (``checkpoint``: safetensors, a directory with ``model.safetensors``, or a training checkpoint
     ``.pt`` written by :mod:`zoo.training`), or random init."""
-    import zoo
-
     overrides = dict(arch_overrides or {})
     if checkpoint is not None and Path(checkpoint).suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        return zoo.create(name, checkpoint=checkpoint, allow_pickle=True, num_classes=num_classes,
-                          device=device, **overrides)
-    return zoo.create(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes,
+        return create(name, checkpoint=checkpoint, allow_pickle=True, num_classes=num_classes,
                       device=device, **overrides)
+    return create(name, pretrained=pretrained, checkpoint=checkpoint, num_classes=num_classes,
+                  device=device, **overrides)
 
 
 def evaluate(model: nn.Module | None, dataset: Dataset, task: str, **kwargs: Any) -> dict[str, Any]:
@@ -121,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import os
 
-    import zoo
     from zoo.data import dataset_from_spec
 
     args = build_parser().parse_args(argv)
@@ -163,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = {"data": args.data, "model": args.model, "pretrained": args.pretrained,
                   "checkpoint": args.checkpoint, "arch_overrides": parse_overrides(args.arch_override),
                   **({"transform_args": parse_overrides(args.transform_arg)} if args.transform_arg else {}),
-                  **result, "zoo_version": zoo.__version__}
+                  **result, "zoo_version": __version__}
         result = _json_safe(result)
         if rank_and_world()[0] == 0:
             text = json.dumps(result, indent=2)

@@ -533,7 +533,7 @@ def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
     zero on the inserted channels); its report lists the copied, expanded and kept keys and the parameter
     counts, so a card can say how much of the model was warm-started.
     """
-    import zoo
+    from zoo.factory import create
     from zoo.weights import expand_state_dict, read_state_dict
 
     path = Path(source)
@@ -544,7 +544,7 @@ def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
         if not dot or not name:
             raise ValueError(f"warm start {source!r}: neither a file nor MODEL.TAG registry weights "
                              "(e.g. flownets-small.flyingshapes-28250)")
-        theirs = zoo.create(name, pretrained=tag).state_dict()
+        theirs = create(name, pretrained=tag).state_dict()
     return expand_state_dict(model, theirs, source=source)
 
 
