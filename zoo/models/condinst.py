@@ -73,7 +73,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from zoo.archs import register_arch
 from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
-from zoo.models.resnet import freeze_stages, resnet
+from zoo.layers import freeze_stages, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.dynamic_mask_head import DynamicMaskHead, aligned_bilinear, compute_locations
 

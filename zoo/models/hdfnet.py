@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.archs import register_arch
-from zoo.models.resnet import ResNet, resnet
+from zoo.layers import ResNet, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.depth_dc import DDPM, BasicConv2d, DenseLayer
 
