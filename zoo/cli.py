@@ -289,18 +289,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: list[str] | None) -> dict:
-    import yaml
-
-    out = {}
-    for pair in pairs or []:
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise ZooError(f"--arch-override takes KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def _check_device(name: str) -> None:
     """Refuse a device torch does not know, or one this machine does not have, before any model is built."""
     import torch
@@ -358,6 +346,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
+    from zoo.factory import parse_overrides
     from zoo.io import write_png
     from zoo.tasks import get_task
     from zoo.weights import PICKLE_SUFFIXES
@@ -393,7 +382,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if task.predict.check is not None:
         task.predict.check(info.name, inputs, args.images)
     model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device,
-                       allow_pickle=args.allow_pickle, **_overrides(args.arch_override))
+                       allow_pickle=args.allow_pickle, **parse_overrides(args.arch_override))
     inputs = [x.to(args.device) for x in inputs]
     with torch.inference_mode():
         picture, summary = task.predict.draw(model, inputs, args)

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from zoo._version import __version__
 from zoo.distributed import rank_and_world
-from zoo.factory import create
+from zoo.factory import create, parse_overrides
 from zoo.tasks import OPTICAL_FLOW, TASK_NAMES, TASKS, get_task
 from zoo.tasks.image_classification import evaluate_classification
 from zoo.tasks.object_detection import COCO_STATS, coco_results, evaluate_detection
@@ -41,19 +41,6 @@ from zoo.tasks.semantic_segmentation import evaluate_segmentation
 
 __all__ = ["load_model", "evaluate_flow", "evaluate_segmentation", "evaluate_detection", "evaluate_saliency",
            "evaluate_classification", "coco_results", "COCO_STATS", "evaluate", "parse_overrides", "main"]
-
-
-def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["width=0.25", "batch_norm=true"]`` -> ``{"width": 0.25, "batch_norm": True}`` (values are YAML)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"arch override {item!r} must look like key=value (e.g. width=0.25)")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def load_model(name: str, *, pretrained: bool | str = False, checkpoint: str | Path | None = None,
@@ -148,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 from zoo.transforms import build_transforms
 
                 spec = model.info.transforms
-                spec = Preset(spec.preset, {**spec.args, **parse_overrides(args.transform_arg)})
+                spec = Preset(spec.preset, {**spec.args, **parse_overrides(args.transform_arg, "--transform-arg")})
                 object.__setattr__(model, "transforms", build_transforms(spec, model.info.name))
         elif "image1" in dataset[0]:
             task = OPTICAL_FLOW.name
@@ -161,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             result.pop("per_image", None)
         result = {"data": args.data, "model": args.model, "pretrained": args.pretrained,
                   "checkpoint": args.checkpoint, "arch_overrides": parse_overrides(args.arch_override),
-                  **({"transform_args": parse_overrides(args.transform_arg)} if args.transform_arg else {}),
+                  **({"transform_args": parse_overrides(args.transform_arg, "--transform-arg")} if args.transform_arg else {}),
                   **result, "zoo_version": __version__}
         result = _json_safe(result)
         if rank_and_world()[0] == 0:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from zoo.archs import get_arch
-from zoo.errors import RegistryError
+from zoo.errors import RegistryError, UsageError
 from zoo.hubconfig import HUB_WEIGHTS, parse_hf_hub, resolve_hf_hub
 from zoo.registry import ModelInfo, default_registry, thaw
 from zoo.tasks import get_task
@@ -29,6 +29,20 @@ def parse_name(name: str) -> tuple[str, str | None]:
         return base, tag
     registry.get(name)  # raises UnknownModelError with suggestions
     raise AssertionError  # pragma: no cover
+
+
+def parse_overrides(items: Sequence[str] | None, option: str = "--arch-override") -> dict[str, Any]:
+    """``["width=0.25", "batch_norm=true"]`` -> ``{"width": 0.25, "batch_norm": True}``: KEY=VALUE options
+    (``option`` names them in errors) with YAML values, e.g. constructor arguments for :func:`create`."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{option} takes KEY=VALUE, got {item!r}; write key=value (e.g. width=0.25)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def model_info(name: str) -> ModelInfo:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from zoo.data.shapes import sample_seed
 
-__all__ = ["PositionStream", "collate"]
+__all__ = ["PositionStream", "StepBatchSampler", "collate"]
 
 
 class PositionStream(Dataset):
@@ -76,3 +76,20 @@ class PositionStream(Dataset):
 def collate(samples: list[dict]) -> dict:
     """Stack the tensor fields of ``samples`` into one batch (non-tensor fields are dropped)."""
     return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
+
+
+class StepBatchSampler(Sampler):
+    """Per-rank lists of sample positions for steps ``start .. steps - 1`` (sample ``p = step * batch + j`` is rank ``j // (batch / world)``'s)."""
+
+    def __init__(self, start: int, steps: int, batch_size: int, rank: int, world: int) -> None:
+        if batch_size % world:
+            raise ValueError(f"the global batch size {batch_size} must be divisible by the {world} processes")
+        self.start, self.steps, self.batch, self.rank, self.local = start, steps, batch_size, rank, batch_size // world
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            base = step * self.batch + self.rank * self.local
+            yield list(range(base, base + self.local))
