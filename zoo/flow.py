@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import InputError
-from zoo.ops._checks import check_floating, check_shape
+from zoo.checks import check_floating, check_shape
 
 __all__ = [
     "FLO_MAGIC", "UNKNOWN_FLOW", "read_flo", "write_flo", "valid_flow_mask", "flow_to_color", "epe",

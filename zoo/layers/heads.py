@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from zoo.layers.conv import ConvModule
 from zoo.layers.resnet import ResNet
-from zoo.ops._checks import check_shape
+from zoo.checks import check_shape
 
 __all__ = ["BaseDecodeHead", "EncoderDecoder", "FCNHead", "fcn_head"]
 

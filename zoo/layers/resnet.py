@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.layers.norm import NormSpec, make_norm
-from zoo.ops._checks import check_shape
+from zoo.checks import check_shape
 
 __all__ = ["BasicBlock", "Bottleneck", "Conv2Factory", "RESNET_DEPTHS", "ResNet", "freeze_stages", "resnet",
            "resnet_depth"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.ops._checks import check_shape
+from zoo.checks import check_shape
 
 __all__ = ["FixedBilinearUpsample", "bilinear_kernel"]
 

@@ -42,7 +42,7 @@ from zoo.data.shapes import sample_seed
 from zoo.distributed import gather_lists, rank_indices
 from zoo.errors import InputError, ZooError
 from zoo.flow import epe, flow_to_color, outlier_rate, padded_size, resize_flow, write_flo
-from zoo.ops._checks import check_shape
+from zoo.checks import check_shape
 from zoo.tasks.base import Predict, Task, Training, TrainingRun
 from zoo.tasks.preprocess import unit_float
 
