@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from zoo.evaluation import parse_overrides  # noqa: E402
+from zoo.factory import parse_overrides  # noqa: E402
 from zoo.training import average_checkpoints, recompute_batchnorm  # noqa: E402
 
 

@@ -11,10 +11,10 @@ from PIL import Image
 from torch import nn
 
 import zoo
-from zoo.classification import ClassificationTransforms
 from zoo.data import ImageFolder, dataset_from_spec
 from zoo.errors import InputError
 from zoo.evaluation import evaluate_classification, main
+from zoo.tasks.image_classification import ClassificationTransforms
 
 LEVELS = 10
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from zoo.data import CocoDetection, dataset_from_spec
-from zoo.detection import DetectionPostprocess, DetectionTransforms
 from zoo.errors import InputError
 from zoo.evaluation import COCO_STATS, coco_results, evaluate_detection, main
+from zoo.tasks.object_detection import DetectionPostprocess, DetectionTransforms
 
 pytest.importorskip("pycocotools", reason="COCO evaluation needs pycocotools (pip install pycocotools)")
 # pycocotools' decode under NumPy 2 (its own code, not ours)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from zoo.errors import InputError
-from zoo.flow import (FLO_MAGIC, OpticalFlowPostprocess, OpticalFlowTransforms, epe, flow_to_color,
-                      outlier_rate, padded_size, read_flo, write_flo)
+from zoo.flow import FLO_MAGIC, epe, flow_to_color, outlier_rate, padded_size, read_flo, write_flo
 from zoo.registry import Preset
+from zoo.tasks.optical_flow import OpticalFlowPostprocess, OpticalFlowTransforms
 from zoo.transforms import build_postprocess, build_transforms
 
 

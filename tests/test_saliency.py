@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from zoo.errors import InputError
-from zoo.saliency import (RGBDSaliencyTransforms, SaliencyMetrics, SaliencyPostprocess, f_measure_adaptive,
-                          f_measure_curve, mae, s_measure)
+from zoo.saliency import SaliencyMetrics, f_measure_adaptive, f_measure_curve, mae, s_measure
+from zoo.tasks.salient_object_detection import RGBDSaliencyTransforms, SaliencyPostprocess
 
 
 def _gt():

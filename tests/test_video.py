@@ -1,11 +1,11 @@
-"""zoo.video: the video-frames transforms and post-processing presets."""
+"""zoo.tasks.video_prediction: the video-frames transforms and post-processing presets."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from zoo.errors import InputError
-from zoo.video import VideoFramesPostprocess, VideoFramesTransforms
+from zoo.tasks.video_prediction import VideoFramesPostprocess, VideoFramesTransforms
 
 
 def test_video_frames_presets():

@@ -4,8 +4,7 @@
 >>> zoo.list_models("deeplab*")
 >>> model = zoo.create("deeplabv3-r50")          # eval mode, .transforms / .postprocess / .info attached
 """
-__version__ = "0.1.0"
-
+from zoo._version import __version__
 from zoo import registry  # noqa: E402
 from zoo.archs import list_archs, register_arch  # noqa: E402
 from zoo.cards import model_card  # noqa: E402

@@ -2,11 +2,15 @@
 
 A registry entry names its constructor by a key of this table, never by an import path, so a
 registry file (including a user's own YAML) can never run arbitrary code. Model families register
-their constructors with :func:`register_arch`; users can add their own the same way.
+their constructors with :func:`register_arch`; users can add their own the same way. The built-in
+families (:data:`BUILTIN_FAMILIES`) are imported by name on the first lookup, as :mod:`zoo.converters`
+loads its converters: the table sits below the models (they import it to register) and never imports
+them at import time.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable
 
 from torch import nn
@@ -16,6 +20,7 @@ from zoo.errors import UnknownArchError
 ArchFn = Callable[..., nn.Module]
 
 _ARCHS: dict[str, ArchFn] = {}
+BUILTIN_FAMILIES = "zoo.models"  # the package whose import registers every built-in constructor
 
 
 def register_arch(name: str, fn: ArchFn | None = None, *, replace: bool = False):
@@ -52,9 +57,10 @@ def get_arch(name: str) -> ArchFn:
 
 
 def list_archs() -> list[str]:
+    """The names of every registered constructor (built-in and user-registered), sorted."""
     _load_builtin_families()
     return sorted(_ARCHS)
 
 
 def _load_builtin_families() -> None:
-    import zoo.models  # noqa: F401  (importing the families registers their constructors)
+    importlib.import_module(BUILTIN_FAMILIES)  # importing the families registers their constructors

@@ -184,21 +184,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(pairs: list[str] | None) -> dict:
-    import yaml
-
-    out = {}
-    for pair in pairs or []:
-        key, eq, value = pair.partition("=")
-        if not eq:
-            raise ZooError(f"--arch-override takes KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-PREDICT_INPUTS = {"optical-flow": "two frames", "salient-object-detection": "an RGB image and its depth map"}
-
-
 def _check_device(name: str) -> None:
     """Refuse a device torch does not know, or one this machine does not have, before any model is built."""
     import torch
@@ -256,12 +241,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
+    from zoo.factory import parse_overrides
     from zoo.io import write_png
+    from zoo.tasks import get_task
     from zoo.weights import PICKLE_SUFFIXES
 
     info, tag = _lookup(args.name)
-    if info.task == "video-prediction":
-        raise ZooError("zoo predict does not handle video prediction; use the Python API (model card, Usage)")
+    task = get_task(info.task)
+    if task.predict is None:
+        raise ZooError(f"zoo predict does not handle {task.words}; use the Python API (model card, Usage)")
     if tag is not None and (args.checkpoint or args.random_weights):
         raise ZooError(f"{args.name} names the registry weights {tag!r}; with "
                        f"{'--checkpoint' if args.checkpoint else '--random-weights'} give the bare name {info.name}")
@@ -273,10 +261,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         raise ZooError(f"{no_weights_message(info)}; in `zoo predict`: --checkpoint PATH, or --random-weights for a "
                        "smoke run")
-    wanted = 2 if info.task in PREDICT_INPUTS else 1
-    if len(args.images) != wanted:
-        raise ZooError(f"{info.name} ({info.task}) takes {PREDICT_INPUTS.get(info.task, 'one image')}, "
-                       f"got {len(args.images)} file(s)")
+    if len(args.images) != task.predict.num_inputs:
+        raise ZooError(f"{info.name} ({info.task}) takes {task.predict.inputs}, got {len(args.images)} file(s)")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise ZooError(f"--checkpoint {args.checkpoint} does not exist; give the path of your weights file")
     if args.checkpoint and Path(args.checkpoint).suffix in PICKLE_SUFFIXES and not args.allow_pickle:
@@ -288,77 +274,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.flo:
         _check_writable(args.flo, "--flo", ".flo")
     inputs = [_read_input(p) for p in args.images]                                    # 3 x H x W each
-    if info.task == "optical-flow" and inputs[0].shape != inputs[1].shape:
-        (h0, w0), (h1, w1) = inputs[0].shape[-2:], inputs[1].shape[-2:]
-        raise ZooError(f"{info.name} needs two frames of the same size: {args.images[0]} is {w0}x{h0}, "
-                       f"{args.images[1]} is {w1}x{h1}; resize or crop one to the other's size")
+    if task.predict.check is not None:
+        task.predict.check(info.name, inputs, args.images)
     model = zoo.create(args.name, pretrained=pretrained, checkpoint=args.checkpoint, device=args.device,
-                       allow_pickle=args.allow_pickle, **_overrides(args.arch_override))
+                       allow_pickle=args.allow_pickle, **parse_overrides(args.arch_override))
     inputs = [x.to(args.device) for x in inputs]
     with torch.inference_mode():
-        picture, summary = _PREDICTORS[info.task](model, inputs, args)
+        picture, summary = task.predict.draw(model, inputs, args)
     write_png(picture.cpu(), args.out)
     print(json.dumps({"out": str(args.out), **summary}))
     return 0
-
-
-def _predict_segmentation(model, inputs, args):
-    from zoo.visualize import blend, colourise_labels
-
-    images = inputs[0].unsqueeze(0)                                                   # (1, 3, H, W)
-    labels = model.postprocess(model(model.transforms(images)), images.shape[-2:])
-    return blend(images, colourise_labels(labels), alpha=args.alpha)[0], {"classes": labels.unique().tolist()}
-
-
-def _predict_flow(model, inputs, args):
-    import torch
-
-    from zoo.flow import flow_to_color, write_flo
-
-    pair = torch.stack(inputs).unsqueeze(0)                                          # (1, 2, 3, H, W)
-    flow = model.postprocess(model(model.transforms(pair)), pair.shape[-2:])
-    if args.flo:
-        write_flo(flow[0], args.flo)
-    return flow_to_color(flow)[0], {"flo": args.flo, "max_flow_px": round(float(flow.norm(dim=1).max()), 3)}
-
-
-def _predict_detection(model, inputs, args):
-    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
-
-    images = inputs[0].unsqueeze(0)
-    det = model.postprocess(model(model.transforms(images)), images.shape[-2:])[0]
-    keep = det["scores"] >= args.score_threshold
-    picture = images[0].cpu()
-    if "masks" in det and keep.any():
-        picture = draw_segmentation_masks(picture, det["masks"][keep].cpu().bool().reshape(-1, *picture.shape[-2:]), alpha=0.5)
-    if keep.any():
-        labels = [f"{int(c)}: {float(s):.2f}" for c, s in zip(det["labels"][keep], det["scores"][keep])]
-        picture = draw_bounding_boxes(picture, det["boxes"][keep].cpu(), labels=labels, width=2)
-    return picture, {"detections": int(keep.sum()), "labels": det["labels"][keep].tolist()}
-
-
-def _predict_classification(model, inputs, args):
-    images = inputs[0].unsqueeze(0)
-    top = model.postprocess(model(model.transforms(images)))
-    return images[0], {"labels": top["labels"][0].tolist(), "scores": [round(float(v), 4) for v in top["scores"][0]]}
-
-
-def _predict_saliency(model, inputs, args):
-    import torch
-
-    images, depth = inputs[0].unsqueeze(0), inputs[1][:1].unsqueeze(0).float() / 255.0
-    saliency = model.postprocess(model(*model.transforms(images, depth)), images.shape[-2:])   # (1, H, W)
-    return (saliency[0] * 255).round().clamp(0, 255).to(torch.uint8), {"mean_saliency": round(float(saliency.mean()), 4)}
-
-
-_PREDICTORS = {
-    "semantic-segmentation": _predict_segmentation,
-    "optical-flow": _predict_flow,
-    "object-detection": _predict_detection,
-    "instance-segmentation": _predict_detection,
-    "image-classification": _predict_classification,
-    "salient-object-detection": _predict_saliency,
-}
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -35,6 +35,10 @@ class StateDictMismatchError(WeightsError):
     """Keys or shapes of a checkpoint do not match the model."""
 
 
+class UsageError(ZooError, ValueError):
+    """A command-line option has the wrong form."""
+
+
 class InputError(ZooError, ValueError):
     """An input tensor has the wrong shape, dtype or range."""
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from zoo.archs import get_arch
-from zoo.errors import RegistryError
+from zoo.errors import RegistryError, UsageError
 from zoo.hubconfig import HUB_WEIGHTS, parse_hf_hub, resolve_hf_hub
 from zoo.registry import ModelInfo, default_registry, thaw
+from zoo.tasks import get_task
 from zoo.transforms import build_postprocess, build_transforms
 from zoo import weights as W
 
@@ -28,6 +29,20 @@ def parse_name(name: str) -> tuple[str, str | None]:
         return base, tag
     registry.get(name)  # raises UnknownModelError with suggestions
     raise AssertionError  # pragma: no cover
+
+
+def parse_overrides(items: Sequence[str] | None, option: str = "--arch-override") -> dict[str, Any]:
+    """``["width=0.25", "batch_norm=true"]`` -> ``{"width": 0.25, "batch_norm": True}``: KEY=VALUE options
+    (``option`` names them in errors) with YAML values, e.g. constructor arguments for :func:`create`."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{option} takes KEY=VALUE, got {item!r}; write key=value (e.g. width=0.25)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def model_info(name: str) -> ModelInfo:
@@ -74,13 +89,11 @@ def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: 
                    device: str | torch.device | None = None, *, random: bool = True) -> tuple[Any, ...]:
     """Network inputs (after transforms) for ``info``, as positional arguments of ``model(*inputs)``.
 
-    Built from ``info.input_size`` (optionally at another spatial ``size``) by task:
-
-    - image tasks: one ``(batch, C, H, W)`` tensor (C = 6 for a FlowNet frame pair);
-    - ``salient-object-detection`` with ``input_size [4, H, W]``: ``(rgb (B, 3, H, W), depth (B, 1, H, W))``;
-    - ``video-prediction`` with ``input_size [T, C, H, W]``: one ``(B, T, C, H, W)`` tensor;
-    - ``object-detection`` / ``instance-segmentation``: one list of ``batch`` ``(C, H, W)`` images
-      (torchvision's detection API).
+    Built from ``info.input_size`` (optionally at another spatial ``size``) by the entry's task
+    (:attr:`zoo.tasks.Task.example_inputs`): one ``(batch, C, H, W)`` tensor for image tasks (C = 6 for a
+    FlowNet frame pair, ``(B, T, C, H, W)`` for video prediction's ``[T, C, H, W]``); ``(rgb, depth)`` for
+    RGB-D saliency's ``[4, H, W]``; one list of ``batch`` ``(C, H, W)`` images for detection
+    (torchvision's detection API).
 
     ``random=False`` gives uninitialised tensors (use with ``device="meta"``). Used for FLOP counts,
     reference tensors, smoke tests and export checks.
@@ -89,13 +102,7 @@ def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: 
     if size is not None:
         height, width = size
     make = (lambda *shape: torch.randn(shape, device=device)) if random else (lambda *shape: torch.empty(shape, device=device))
-    if info.task == "salient-object-detection" and lead == [4]:
-        return make(batch, 3, height, width), make(batch, 1, height, width)
-    if info.task == "video-prediction":
-        return (make(batch, *lead, height, width),)
-    if info.task in ("object-detection", "instance-segmentation"):
-        return ([make(*lead, height, width) for _ in range(batch)],)
-    return (make(batch, *lead, height, width),)
+    return get_task(info.task).example_inputs(make, batch, lead, height, width)
 
 
 def create(

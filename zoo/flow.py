@@ -1,4 +1,4 @@
-"""Optical flow utilities and the ``optical-flow`` transforms / postprocess presets.
+"""Optical flow utilities: ``.flo`` files, metrics, colour coding and flow resizing.
 
 Conventions: a flow field is a (B, 2, H, W) tensor (channel 0 = u, horizontal displacement in pixels,
 positive to the right; channel 1 = v, vertical, positive downwards) that maps a pixel of the first
@@ -11,38 +11,30 @@ metric.
 - :func:`flow_to_color`: Middlebury colour coding (Baker et al., "A Database and Evaluation Methodology
   for Optical Flow", IJCV 2011; 55-colour wheel RY 15, YG 6, GC 4, CB 11, BM 13, MR 6).
 - :func:`epe`, :func:`outlier_rate`: end-point error and the KITTI Fl outlier rate.
-- :class:`OpticalFlowTransforms` / :class:`OpticalFlowPostprocess`: registered as preset
-  ``"optical-flow"``.
+- :func:`padded_size`, :func:`resize_flow`: the padded network input size of a pair, and bilinear
+  resizing of a flow field with its vectors scaled (FlowNet's outputs, the ``optical-flow`` postprocess).
 
-How the padding travels from the transforms to the postprocess: it does not travel at all. The
-transforms pad each frame at the bottom and right to the next multiple of ``multiple`` (64 for FlowNet),
-so the padding is a deterministic function of the original size; ``postprocess(flow, size)`` takes the
-original (H, W) (``images.shape[-2:]``), recomputes the padded size, brings the flow to the padded size
-(bilinear, vectors scaled by the resize factors) and crops the top-left H x W. Nothing is stored
-between the calls, so one transforms/postprocess pair serves any batch and stays compile-friendly.
-
-Everything here reads only shapes and dtypes inside forward passes (no ``.item()``, no host sync) and
-runs on any device; file I/O is the only part that touches the host.
+The ``optical-flow`` task (presets, evaluation, training, ``zoo predict``) is :mod:`zoo.tasks.optical_flow`;
+this module is what datasets, models and that task share. Everything here reads only shapes and dtypes
+(no ``.item()``, no host sync) and runs on any device; file I/O is the only part that touches the host.
 """
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from zoo.errors import InputError
-from zoo.ops._checks import check_floating, check_shape
-from zoo.transforms import register_postprocess, register_transform
+from zoo.checks import check_floating, check_shape
 
 __all__ = [
     "FLO_MAGIC", "UNKNOWN_FLOW", "read_flo", "write_flo", "valid_flow_mask", "flow_to_color", "epe",
-    "outlier_rate", "padded_size", "OpticalFlowTransforms", "OpticalFlowPostprocess",
+    "outlier_rate", "padded_size", "resize_flow",
 ]
 
 FLO_MAGIC = 202021.25
@@ -206,101 +198,11 @@ def flow_to_color(flow: torch.Tensor, max_flow: float | torch.Tensor | None = No
     return col.floor().clamp(0, 255).to(torch.uint8).squeeze(1).permute(0, 3, 1, 2).contiguous()
 
 
-# ----------------------------------------------------------------------------------------- presets
+# ----------------------------------------------------------------------------------------- sizes
 def padded_size(size: Sequence[int], multiple: int = 64) -> tuple[int, int]:
     """(H, W) rounded up to multiples of ``multiple`` (the network input size for an H x W pair)."""
     h, w = (int(s) for s in size[-2:])
     return -(-h // multiple) * multiple, -(-w // multiple) * multiple
-
-
-def _as_pairs(images: Any) -> torch.Tensor:
-    """(B, 2, 3, H, W) / (2, 3, H, W) tensor, or (frame1, frame2) with (B, 3, H, W) / (3, H, W) each
-    -> float (B, 2, 3, H, W) in [0, 1]."""
-    if isinstance(images, (tuple, list)):
-        if len(images) != 2:
-            raise InputError(f"give the two frames as (image1, image2), got {len(images)} tensors")
-        frames = []
-        for name, im in zip(("image1", "image2"), images):
-            if not isinstance(im, torch.Tensor):
-                raise InputError(f"{name} must be a tensor (B x 3 x H x W), got {type(im).__name__}")
-            frames.append(im.unsqueeze(0) if im.dim() == 3 else im)
-        if frames[0].shape != frames[1].shape or frames[0].dtype != frames[1].dtype:
-            raise InputError(f"image1 and image2 must share shape and dtype, got {tuple(frames[0].shape)} "
-                             f"{frames[0].dtype} and {tuple(frames[1].shape)} {frames[1].dtype}")
-        images = torch.stack(frames, 1)
-    if not isinstance(images, torch.Tensor):
-        raise InputError(f"images must be a (B, 2, 3, H, W) tensor or a pair of (B, 3, H, W) tensors, "
-                         f"got {type(images).__name__}")
-    if images.dim() == 4:
-        images = images.unsqueeze(0)
-    check_shape(images, "B,N,C,H,W", "images", N=2, C=3)
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    if not images.is_floating_point():
-        raise InputError(f"images must be uint8 in [0, 255] or floating point in [0, 1], got {images.dtype}")
-    return images
-
-
-@register_transform("optical-flow")
-class OpticalFlowTransforms(nn.Module):
-    """Frame pair -> FlowNet input (B, 6, H', W'): frame 1 channels then frame 2 channels.
-
-    Input: RGB frames as a (B, 2, 3, H, W) tensor, a single (2, 3, H, W) pair, or a tuple
-    ``(image1, image2)`` of (B, 3, H, W) / (3, H, W) tensors; uint8 in [0, 255] or float in [0, 1].
-
-    Steps: scale to [0, 1]; optional RGB -> BGR flip (``channel_order="bgr"``, for mmflow weights);
-    subtract ``mean``; pad bottom/right to multiples of ``multiple`` (``pad_mode`` of
-    ``torch.nn.functional.pad``, "replicate" as ptlflow's padder; "constant" pads with 0 = the mean).
-
-    ``mean``: ``"pair"`` (default): per pair and channel over both frames, as flownet2-pytorch's
-    ``rgb_mean`` (and the training notes); ``"image"``: per frame and channel, as ptlflow's FlowNet;
-    three floats: a fixed mean in [0, 1] units in ``channel_order`` (FlowNetPytorch's training script
-    uses (0.45, 0.432, 0.411)); ``None``: no subtraction (mmflow).
-    """
-
-    def __init__(self, mean: str | Sequence[float] | None = "pair", channel_order: str = "rgb",
-                 multiple: int = 64, pad_mode: str = "replicate") -> None:
-        super().__init__()
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        if isinstance(mean, str):
-            if mean not in ("pair", "image"):
-                raise ValueError(f"mean must be 'pair', 'image', three floats or None, got {mean!r}")
-            self.mean_mode = mean
-            fixed = (0.0, 0.0, 0.0)
-        elif mean is None:
-            self.mean_mode, fixed = "none", (0.0, 0.0, 0.0)
-        else:
-            if len(mean) != 3:
-                raise ValueError(f"a fixed mean needs 3 values, got {list(mean)!r}")
-            self.mean_mode, fixed = "fixed", tuple(float(m) for m in mean)
-        if not isinstance(multiple, int) or multiple < 1:
-            raise ValueError(f"multiple must be a positive int, got {multiple!r}")
-        if pad_mode not in ("replicate", "constant", "reflect"):
-            raise ValueError(f"pad_mode must be 'replicate', 'constant' or 'reflect', got {pad_mode!r}")
-        self.channel_order, self.multiple, self.pad_mode = channel_order, multiple, pad_mode
-        self.register_buffer("fixed_mean", torch.tensor(fixed).view(1, 1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: Any) -> torch.Tensor:
-        x = _as_pairs(images)                                                # (B, 2, 3, H, W)
-        if self.channel_order == "bgr":
-            x = x.flip(2)
-        if self.mean_mode == "pair":
-            x = x - x.mean(dim=(1, 3, 4), keepdim=True)
-        elif self.mean_mode == "image":
-            x = x - x.mean(dim=(3, 4), keepdim=True)
-        elif self.mean_mode == "fixed":
-            x = x - self.fixed_mean.to(device=x.device, dtype=x.dtype)
-        b, _, _, h, w = x.shape
-        x = x.reshape(b, 6, h, w)
-        ph, pw = padded_size((h, w), self.multiple)
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (0, pw - w, 0, ph - h), mode=self.pad_mode)
-        return x
-
-    def extra_repr(self) -> str:
-        mean = self.fixed_mean.flatten().tolist() if self.mean_mode == "fixed" else self.mean_mode
-        return f"mean={mean!r}, channel_order={self.channel_order!r}, multiple={self.multiple}, pad_mode={self.pad_mode!r}"
 
 
 def resize_flow(flow: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
@@ -312,38 +214,3 @@ def resize_flow(flow: torch.Tensor, size: Sequence[int], align_corners: bool = F
     out = F.interpolate(flow, size=size, mode="bilinear", align_corners=align_corners)
     scale = torch.tensor([size[1] / w, size[0] / h], dtype=out.dtype, device=out.device).view(1, 2, 1, 1)
     return out * scale
-
-
-@register_postprocess("optical-flow")
-class OpticalFlowPostprocess(nn.Module):
-    """Model output -> (B, 2, H, W) flow in pixels at the original size ``size`` (``images.shape[-2:]``).
-
-    Accepts the eval output of the flow models (B, 2, H', W') at the padded input size, already in
-    pixels; a lower-resolution flow in pixels of its own grid (brought to H' x W' bilinearly, vectors
-    scaled by the resize factors); the training output (a tuple/list whose first entry is flow2 in
-    network units: multiplied by ``div_flow`` first); or a ptlflow-style dict ``{"flows": B x 1 x 2 x h x w}``.
-    Then crops the top-left H x W (the transforms padded bottom/right; see the module docstring).
-    """
-
-    def __init__(self, multiple: int = 64, div_flow: float = 20.0) -> None:
-        super().__init__()
-        self.multiple, self.div_flow = multiple, float(div_flow)
-
-    def forward(self, output: Any, size: Sequence[int]) -> torch.Tensor:
-        if isinstance(output, Mapping):
-            flow = output["flows"][:, 0] if "flows" in output else None
-        elif isinstance(output, (tuple, list)):
-            flow = output[0] * self.div_flow if output and isinstance(output[0], torch.Tensor) else None
-        else:
-            flow = output
-        if not isinstance(flow, torch.Tensor):
-            raise InputError("optical-flow postprocess expects a (B, 2, h, w) flow tensor, a tuple of "
-                             f"multi-scale predictions or a dict with 'flows', got {type(output).__name__}")
-        check_shape(flow, "B,C,H,W", "flow", C=2)
-        h, w = (int(s) for s in size[-2:])
-        ph, pw = padded_size((h, w), self.multiple)
-        flow = resize_flow(flow, (ph, pw))
-        return flow[..., :h, :w]
-
-    def extra_repr(self) -> str:
-        return f"multiple={self.multiple}, div_flow={self.div_flow}"

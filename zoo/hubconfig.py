@@ -40,7 +40,7 @@ def parse_hf_hub(name: str, revision: str | None = None) -> tuple[str, str | Non
 
 def config_for(info: ModelInfo, *, weights_sha256: str, weights_size: int) -> dict[str, Any]:
     """The ``config.json`` of a release of ``info`` whose weights file has this sha256 and size."""
-    from zoo import __version__
+    from zoo._version import __version__
 
     return {
         "name": info.name,

@@ -59,18 +59,11 @@ from typing import Any
 import yaml
 
 from zoo.errors import RegistryError, UnknownModelError
+from zoo.tasks import TASK_NAMES
 
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (1, 2)
-TASKS = (
-    "semantic-segmentation",
-    "optical-flow",
-    "image-classification",
-    "object-detection",
-    "instance-segmentation",
-    "salient-object-detection",
-    "video-prediction",
-)
+TASKS = TASK_NAMES  # the names of zoo.tasks.TASKS, in their order
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

@@ -1,4 +1,4 @@
-"""Salient object detection: evaluation metrics and the ``rgbd-saliency`` transforms presets.
+"""Salient object detection metrics: MAE, S-measure, adaptive and max F-measure.
 
 Metrics (torch only, per image; :class:`SaliencyMetrics` averages them over a dataset the way the
 standard RGB-D SOD evaluation code, e.g. PySODMetrics used by HDFNet's authors, does):
@@ -19,27 +19,17 @@ is min-max normalised when it is not constant (PySODMetrics' ``_prepare_data``);
 ``normalize=False`` to score it as is. The metrics branch on data (S-measure's centroid split), so
 they synchronise with the host; they are evaluation code, not part of any forward pass.
 
-Presets: ``rgbd-saliency`` transforms ``(rgb, depth) -> (rgb', depth')``: rgb (B, 3, H, W) uint8 or
-float in [0, 1] -> ImageNet-normalised; depth (B, 1, H, W) (or B x H x W) uint8 or float in [0, 1]
--> float in [0, 1]; both resized bilinearly (no antialiasing, as PIL's resize of the reference is
-replaced by tensor interpolation) to ``size`` x ``size`` (320, HDFNet). Postprocess: logits
-(B, 1, h, w) -> sigmoid -> bilinear upsampling to the input size -> (B, H, W) in [0, 1].
+The ``salient-object-detection`` task (presets, evaluation, ``zoo predict``) is
+:mod:`zoo.tasks.salient_object_detection`.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from zoo.errors import InputError
-from zoo.transforms import Normalize, register_postprocess, register_transform, to_float_batch
 
-__all__ = [
-    "mae", "s_measure", "f_measure_adaptive", "f_measure_curve", "SaliencyMetrics",
-    "RGBDSaliencyTransforms", "SaliencyPostprocess",
-]
+__all__ = ["mae", "s_measure", "f_measure_adaptive", "f_measure_curve", "SaliencyMetrics"]
 
 BETA2 = 0.3
 _EPS = torch.finfo(torch.float64).eps
@@ -191,60 +181,3 @@ class SaliencyMetrics:
         curve = self._curve / self.count
         return {"mae": self._mae / self.count, "s_measure": self._sm / self.count,
                 "adaptive_f": self._adp / self.count, "max_f": float(curve.max()), "mean_f": float(curve.mean())}
-
-
-# ------------------------------------------------------------------------------------ presets
-def _depth_batch(depth: Tensor) -> Tensor:
-    if not isinstance(depth, Tensor):
-        raise InputError("depth must be a tensor (B, 1, H, W); read files with torchvision.io.read_image")
-    if depth.dim() == 2:
-        depth = depth[None, None]
-    elif depth.dim() == 3:
-        depth = depth.unsqueeze(1) if depth.shape[0] != 1 else depth.unsqueeze(0)
-    if depth.dim() != 4 or depth.shape[1] != 1:
-        raise InputError(f"depth must have shape (B, 1, H, W), (B, H, W) or (H, W), got {tuple(depth.shape)}")
-    if depth.dtype == torch.uint8:
-        return depth.float().div_(255.0)
-    if not depth.is_floating_point():
-        raise InputError(f"depth must be uint8 in [0, 255] or floating point in [0, 1], got {depth.dtype}")
-    return depth
-
-
-@register_transform("rgbd-saliency")
-class RGBDSaliencyTransforms(nn.Module):
-    """(rgb, depth) -> (ImageNet-normalised rgb, depth in [0, 1]), both resized to ``size`` x ``size``.
-
-    rgb: (B, 3, H, W) or (3, H, W) uint8 or float in [0, 1]; depth: (B, 1, H, W), (B, H, W) or (H, W)
-    uint8 or float in [0, 1], same batch and H x W as rgb. ``size=None`` keeps the input size.
-    """
-
-    def __init__(self, size: int | None = 320, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
-        super().__init__()
-        self.size = size
-        self.normalize = Normalize(mean, std)
-
-    def forward(self, rgb: Tensor, depth: Tensor) -> tuple[Tensor, Tensor]:
-        x = to_float_batch(rgb, "rgb")
-        d = _depth_batch(depth).to(x.dtype)
-        if d.shape[0] != x.shape[0] or d.shape[-2:] != x.shape[-2:]:
-            raise InputError(f"rgb {tuple(x.shape)} and depth {tuple(d.shape)} must have the same batch and size")
-        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            size = (self.size, self.size)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-        return self.normalize(x), d
-
-
-@register_postprocess("rgbd-saliency")
-class SaliencyPostprocess(nn.Module):
-    """Saliency logits (B, 1, h, w) -> sigmoid -> bilinear upsampling to ``size`` -> (B, H, W) in [0, 1]."""
-
-    def forward(self, logits: Tensor, size: Sequence[int]) -> Tensor:
-        if not isinstance(logits, Tensor) or logits.dim() != 4 or logits.shape[1] != 1:
-            raise InputError(f"saliency logits must be B x 1 x h x w, got {getattr(logits, 'shape', type(logits))}")
-        size = tuple(int(s) for s in size[-2:])
-        prob = logits.sigmoid()
-        if tuple(prob.shape[-2:]) != size:
-            prob = F.interpolate(prob, size=size, mode="bilinear", align_corners=False)
-        return prob[:, 0]

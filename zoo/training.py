@@ -1,32 +1,14 @@
-"""Training of registry models: optical flow (FlowNet multi-scale EPE), semantic segmentation
-(cross-entropy) and image classification (cross-entropy), single process or ``torchrun`` with
-DistributedDataParallel, with exact resume.
-``scripts/train.py`` is a thin CLI over :func:`main`.
+"""Training of registry models, single process or ``torchrun`` with DistributedDataParallel, with exact
+resume. ``scripts/train.py`` is a thin CLI over :func:`main`.
 
 The model is always the registry architecture: ``zoo.create(name, **arch_overrides)`` (optionally with
-registry weights or a checkpoint), then ``.train()``; no model is defined here. Inputs go through the
-entry's transforms preset (for segmentation without its ``resize``, which would misalign the labels;
-for classification the whole preset, as evaluation applies it).
-
-Losses:
-- optical flow: FlowNet's multi-scale loss (Dosovitskiy et al. 2015; as FlowNetPytorch's
-  ``multiscaleEPE``): the target divided by ``div_flow`` (20) is area-downsampled to each prediction
-  (flow2..flow6), the per-pixel EPE is summed over the pixels (``flow_reduction="sum"``, FlowNetPytorch)
-  or averaged (``"mean"``), averaged over the batch and weighted 0.005, 0.01, 0.02, 0.08, 0.32 for
-  flow2..flow6. Pixels with unknown ground truth are left out. The logged ``epe`` is flow2 x div_flow
-  upsampled bilinearly to full size against the target (FlowNetPytorch's ``realEPE``).
-- segmentation: cross-entropy with ``ignore_index=255`` on logits upsampled bilinearly to the label
-  size (torchvision's reference); a DeepLab v3 ``{"out", "aux"}`` output adds ``aux_weight`` (0.5) x the
-  aux loss; a DeepLab v2 list of multi-scale logits sums the losses with labels nearest-downsampled to
-  each logit size (kazuto1011's MSC training).
-- classification: cross-entropy of the logits (B, K) against the integer labels (``{"image", "label"}``
-  samples: :class:`zoo.data.Digits`, ImageFolder); the logged metric is the batch's ``top1``. Optional
-  augmentation ``augment_shift`` = s: the image is zero-padded by s pixels on every side and cropped back
-  to ``size`` at an offset seeded by (seed, p), i.e. a random translation of up to +-s pixels (no flips:
-  digits are not mirror-symmetric); images of another size are cropped (or zero-padded) to ``size``
-  at that offset.
-- optical-flow augmentation: ``photometric`` = s > 0 applies FlowNet's contrast, colour, gamma,
-  brightness and noise jitter (:mod:`zoo.data.photometric`) scaled by s to both frames, seeded by (seed, p).
+registry weights or a checkpoint), then ``.train()``; no model is defined here. What depends on the task
+is its :class:`zoo.tasks.Training` (``zoo.tasks.<task>``): the step (loss and logged metric), the network
+input, the data stream (augmentation) and whether the transforms keep their ``resize``. Trained tasks:
+optical flow (FlowNet's multi-scale EPE, :mod:`zoo.tasks.optical_flow`), semantic segmentation
+(cross-entropy, :mod:`zoo.tasks.semantic_segmentation`) and image classification (cross-entropy,
+:mod:`zoo.tasks.image_classification`). The loop (:func:`train`) asks the task for its step and the
+:class:`zoo.checkpoints.Checkpointer` for saving and resuming.
 
 Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
 DyConv2d linearly from 30 to 1 over the first 10 epochs): ``temperature_anneal`` = n > 0 sets, before
@@ -37,33 +19,28 @@ exact resume holds; a run must reach step n for its weights to match temperature
 Data order and exact resume: global sample position ``p = step * batch + j`` (j < global batch) is
 rank ``j // (batch / world)``'s; procedural datasets render sample p directly (deterministic per
 (seed, p)); finite datasets read a per-epoch permutation seeded by (seed, epoch) and take a random crop
-seeded by (seed, p). The data position is therefore the step number. A checkpoint
-(``checkpoint-SSSSSSS.pt``, ``torch.save``; loaded with ``weights_only=True``) holds the model,
-optimizer, scheduler, step, config and every rank's torch / Python RNG states; training N steps
-straight and N/2 + resume + N/2 give bit-identical weights on the same machine and thread count.
+seeded by (seed, p) (:mod:`zoo.data.positions`). The data position is therefore the step number. A
+checkpoint (:mod:`zoo.checkpoints`) holds the model, optimizer, scheduler, step, config and every rank's
+torch / Python RNG states; training N steps straight and N/2 + resume + N/2 give bit-identical weights on
+the same machine and thread count.
 
 DDP: ``torchrun --nproc_per_node N scripts/train.py ...`` (gloo backend; nccl with ``--device cuda``).
 The batch size is the GLOBAL batch (each rank takes batch / N), per-rank losses are batch means, so
 DDP's gradient average equals the single-process gradient of the same global batch (up to float
 summation order; BatchNorm statistics are per rank).
 
-Warm start (``warm_start``): after the seeded initialisation, every tensor whose name and shape match
-registry weights ``MODEL.TAG`` or a weights file is copied in (e.g. FlowNetC from FlowNetS weights:
-all but conv1, conv3_1 and the redirect conv). A FlowNet with LS-DFN takes the plain FlowNet's weights
-whole: the consumers of the LS-DFN channels get zero weights on them, so the run starts from the plain
-network's outputs. ``warm_start.json`` lists what was copied, expanded and kept.
+Warm start (``warm_start``, :func:`zoo.checkpoints.warm_start`): the tensors of registry weights
+``MODEL.TAG`` or a weights file whose name and shape match are copied into the seeded model;
+``warm_start.json`` lists what was copied, expanded and kept.
 
-Weight averaging (:func:`average_checkpoints`, ``scripts/average_checkpoints.py``): the uniform mean of
-the model tensors of several checkpoints of one run (timm's ``avg_checkpoints.py``; SWA, Izmailov et al.
-2018, averages the iterates of a constant or cyclic lr phase), written as one safetensors file; for a
-network with BatchNorm, :func:`recompute_batchnorm` then gives the average the running statistics of its
-own activations (SWA's ``update_bn``: the averaged statistics of the checkpoints are not those).
+Weight averaging (:func:`average_checkpoints`, ``scripts/average_checkpoints.py``; SWA): the mean of several
+checkpoints of one run; :func:`recompute_batchnorm` then gives a network with BatchNorm the running
+statistics of its own activations (SWA's ``update_bn``: the averaged statistics are not those).
 
-Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, epe, pixel accuracy or
-top1, lr, seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when
-``eval_data`` is set), checkpoints,
-``model.safetensors`` (final weights, loadable with ``zoo.create(name, checkpoint=..., **overrides)``)
-and ``config.json``.
+Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, the task's metric, lr,
+seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when ``eval_data`` is
+set), checkpoints, ``model.safetensors`` (final weights, loadable with ``zoo.create(name, checkpoint=...,
+**overrides)``) and ``config.json``.
 """
 from __future__ import annotations
 
@@ -74,27 +51,34 @@ import os
 import random
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from zoo.data.photometric import photometric_jitter
-from zoo.data.shapes import sample_seed
-from zoo.evaluation import evaluate, load_model, parse_overrides
+from zoo.checkpoints import Checkpointer, save_weights, warm_start
+from zoo.data.positions import PositionStream, StepBatchSampler, collate
+from zoo.distributed import rank_and_world
+from zoo.evaluation import evaluate, load_model
+from zoo.factory import parse_overrides
 from zoo.ops.dy_conv import set_temperature, temperature_schedule
 from zoo.registry import Preset, thaw
+from zoo.tasks import TASKS, Training, TrainingRun, get_task
 from zoo.transforms import build_transforms
 
-__all__ = ["TrainConfig", "FLOWNET_WEIGHTS", "ClassificationStream", "multiscale_epe_loss", "segmentation_loss", "train",
-           "average_checkpoints", "main", "warm_start"]
+# The tasks' losses and streams, re-exported where they used to live.
+from zoo.tasks.image_classification import ClassificationStream  # noqa: E402
+from zoo.tasks.optical_flow import FLOWNET_WEIGHTS, FlowStream, full_res_epe, multiscale_epe_loss  # noqa: E402
+from zoo.tasks.semantic_segmentation import (CLASS_WEIGHT_SAMPLES, median_frequency_weights,  # noqa: E402
+                                             segmentation_loss)
 
-FLOWNET_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2 .. flow6
+__all__ = ["TrainConfig", "train", "average_checkpoints", "recompute_batchnorm", "main", "warm_start",
+           "training_transforms", "PositionStream", "ClassificationStream", "FlowStream", "FLOWNET_WEIGHTS",
+           "multiscale_epe_loss", "full_res_epe", "segmentation_loss", "median_frequency_weights"]
 
 
 @dataclasses.dataclass
@@ -147,268 +131,33 @@ class TrainConfig:
                    "seed", "textures", "flow_reduction", "photometric", "class_weights")
 
 
-# ------------------------------------------------------------------------------------------- losses
-def multiscale_epe_loss(outputs: Sequence[torch.Tensor], target: torch.Tensor, valid: torch.Tensor | None = None,
-                        weights: Sequence[float] = FLOWNET_WEIGHTS, div_flow: float = 20.0,
-                        reduction: str = "sum") -> torch.Tensor:
-    """FlowNet multi-scale EPE: ``outputs`` (flow2, ..., flow6) in network units (B, 2, h_i, w_i),
-    ``target`` (B, 2, H, W) in pixels, ``valid`` (B, H, W) known-flow mask. See the module docstring."""
-    if len(outputs) != len(weights):
-        raise ValueError(f"{len(outputs)} predictions but {len(weights)} weights")
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    b = target.shape[0]
-    if valid is None:
-        valid = torch.ones(target.shape[0], *target.shape[2:], dtype=torch.bool, device=target.device)
-    scaled = torch.where(valid.unsqueeze(1), target, torch.zeros_like(target)) / div_flow
-    mask = valid.unsqueeze(1).to(target.dtype)
-    loss = target.new_zeros(())
-    for out, w in zip(outputs, weights):
-        h, wd = out.shape[-2:]
-        t = F.interpolate(scaled, (h, wd), mode="area")
-        m = F.interpolate(mask, (h, wd), mode="area")[:, 0]
-        keep = (m > 0.999).to(out.dtype)                      # cells made only of known pixels
-        err = torch.linalg.vector_norm(out - t, dim=1) * keep
-        per_image = err.flatten(1).sum(1)
-        if reduction == "mean":
-            per_image = per_image / keep.flatten(1).sum(1).clamp(min=1)
-        loss = loss + w * per_image.sum() / b
-    return loss
-
-
-def full_res_epe(flow2: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, div_flow: float) -> torch.Tensor:
-    """FlowNetPytorch's ``realEPE``: flow2 x div_flow upsampled bilinearly to the target size, mean EPE."""
-    from zoo.flow import epe
-
-    up = F.interpolate(flow2, target.shape[-2:], mode="bilinear", align_corners=False) * div_flow
-    return epe(up, target, valid)
-
-
-def segmentation_loss(output: Any, label: torch.Tensor, aux_weight: float = 0.5, ignore_index: int = 255,
-                      weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy for the segmentation families' training outputs (see the module docstring);
-    ``weight``: per-class weights (C,) as ``F.cross_entropy``'s (e.g. :func:`median_frequency_weights`)."""
-    size = label.shape[-2:]
-
-    def ce_up(logits: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-2:] != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, label, weight=weight, ignore_index=ignore_index)
-
-    if isinstance(output, dict):
-        loss = ce_up(output["out"])
-        if "aux" in output:
-            loss = loss + aux_weight * ce_up(output["aux"])
-        return loss
-    if isinstance(output, (list, tuple)):
-        loss = label.new_zeros((), dtype=torch.float32)
-        for logits in output:
-            small = F.interpolate(label[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
-            loss = loss + F.cross_entropy(logits, small, weight=weight, ignore_index=ignore_index)
-        return loss
-    return ce_up(output)
-
-
-def median_frequency_weights(labels: Sequence[torch.Tensor], num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """Median frequency balancing (Eigen & Fergus, ICCV 2015; SegNet): weight_c = median_f / f_c, where
-    f_c is class c's pixel count divided by the pixel count of the images in which c appears. Classes
-    that never appear get weight 0. ``labels``: (H, W) int maps; returns (num_classes,) float32."""
-    pixels = torch.zeros(num_classes, dtype=torch.float64)
-    present = torch.zeros(num_classes, dtype=torch.float64)
-    for label in labels:
-        valid = label[label != ignore_index]
-        counts = torch.bincount(valid.flatten(), minlength=num_classes)[:num_classes].double()
-        pixels += counts
-        present += (counts > 0).double() * valid.numel()
-    freq = torch.where(present > 0, pixels / present.clamp(min=1), torch.zeros_like(pixels))
-    median = freq[freq > 0].median()
-    return torch.where(freq > 0, median / freq.clamp(min=1e-12), torch.zeros_like(freq)).float()
-
-
-CLASS_WEIGHT_SAMPLES = 256
-
-
-# ------------------------------------------------------------------------------------------- data
-class PositionStream(Dataset):
-    """Sample position p -> sample. Procedural datasets (with ``generate``) render index p directly;
-    finite datasets read permutation_epoch[p mod n] (epoch = p // n, permutation seeded by (seed, epoch))
-    and are randomly cropped (offset seeded by (seed, p)) to ``size``; labels pad with 255."""
-
-    def __init__(self, base: Dataset, seed: int, size: tuple[int, int] | None) -> None:
-        self.base, self.seed, self.size = base, seed, size
-        self.procedural = hasattr(base, "generate")
-        self._perm: tuple[int, list[int]] | None = None
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def index(self, p: int) -> int:
-        n = len(self.base)
-        if self.procedural:
-            return p % n
-        epoch = p // n
-        if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(sample_seed(self.seed, -1 - epoch))
-            self._perm = (epoch, torch.randperm(n, generator=g).tolist())
-        return self._perm[1][p % n]
-
-    def _crop(self, sample: dict, p: int) -> dict:
-        if self.size is None:
-            return sample
-        th, tw = self.size
-        key = "image1" if "image1" in sample else "image"
-        h, w = sample[key].shape[-2:]
-        if (h, w) == (th, tw):
-            return sample
-        ph, pw = max(th - h, 0), max(tw - w, 0)
-        out = {}
-        for k, v in sample.items():
-            if not isinstance(v, torch.Tensor):
-                continue
-            if ph or pw:
-                fill = 255 if k == "label" else (False if v.dtype == torch.bool else 0)
-                v = F.pad(v.unsqueeze(0) if v.dim() == 2 else v, (0, pw, 0, ph), value=fill)
-                v = v[0] if k in ("label", "valid", "visible") else v
-            out[k] = v
-        rng = random.Random(sample_seed(self.seed, p))
-        top, left = rng.randint(0, h + ph - th), rng.randint(0, w + pw - tw)
-        return {k: v[..., top:top + th, left:left + tw] for k, v in out.items()}
-
-    def __getitem__(self, p: int) -> dict:
-        return self._crop(self.base[self.index(p)], p)
-
-    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
-        if self.procedural:
-            return self.base.__getitems__([self.index(p) for p in positions])
-        return [self[p] for p in positions]
-
-
-class ClassificationStream(PositionStream):
-    """:class:`PositionStream` for ``{"image", "label": int}`` samples: the image, zero-padded by ``shift``
-    pixels per side, is cropped to ``size`` at an offset seeded by (seed, p) (a random translation of up
-    to +-shift pixels); ``label`` becomes an int64 scalar tensor."""
-
-    def __init__(self, base: Dataset, seed: int, size: tuple[int, int], shift: int = 0) -> None:
-        if shift < 0:
-            raise ValueError(f"augment_shift must be >= 0, got {shift}")
-        super().__init__(base, seed, size)
-        self.shift = shift
-
-    def __getitem__(self, p: int) -> dict:
-        sample = self.base[self.index(p)]
-        image = sample["image"]
-        if self.shift:
-            image = F.pad(image, (self.shift,) * 4)
-        out = self._crop({"image": image}, p)
-        out["label"] = torch.as_tensor(sample["label"], dtype=torch.int64)
-        return out
-
-    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
-        return [self[p] for p in positions]
-
-
-PHOTOMETRIC_SALT = 0x9E3779B97F4A7C15 >> 1
-
-
-class FlowStream(PositionStream):
-    """:class:`PositionStream` for flow pairs with optional photometric jitter
-    (:func:`zoo.data.photometric.photometric_jitter` at ``strength``, seeded by (seed, p))."""
-
-    def __init__(self, base: Dataset, seed: int, size: tuple[int, int], photometric: float = 0.0) -> None:
-        if not 0.0 <= photometric <= 1.0:
-            raise ValueError(f"photometric (--photometric) must be a strength in [0, 1], got {photometric}")
-        super().__init__(base, seed, size)
-        self.photometric = photometric
-
-    def _jitter(self, sample: dict, p: int) -> dict:
-        if self.photometric > 0:
-            sample = dict(sample)
-            sample["image1"], sample["image2"] = photometric_jitter(
-                sample["image1"], sample["image2"], sample_seed(self.seed, p) ^ PHOTOMETRIC_SALT, self.photometric)
-        return sample
-
-    def __getitem__(self, p: int) -> dict:
-        return self._jitter(super().__getitem__(p), p)
-
-    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
-        return [self._jitter(s, p) for s, p in zip(super().__getitems__(positions), positions)]
-
-
-class StepBatchSampler(Sampler):
-    """Per-rank lists of sample positions for steps ``start .. steps - 1`` (see the module docstring)."""
-
-    def __init__(self, start: int, steps: int, batch_size: int, rank: int, world: int) -> None:
-        if batch_size % world:
-            raise ValueError(f"the global batch size {batch_size} must be divisible by the {world} processes")
-        self.start, self.steps, self.batch, self.rank, self.local = start, steps, batch_size, rank, batch_size // world
-
-    def __len__(self) -> int:
-        return max(self.steps - self.start, 0)
-
-    def __iter__(self):
-        for step in range(self.start, self.steps):
-            base = step * self.batch + self.rank * self.local
-            yield list(range(base, base + self.local))
-
-
-def _collate(samples: list[dict]) -> dict:
-    return {k: torch.stack([s[k] for s in samples]) for k, v in samples[0].items() if isinstance(v, torch.Tensor)}
-
-
-def training_stream(task: str, base: Dataset, seed: int, size: tuple[int, int], augment_shift: int = 0,
-                    photometric: float = 0.0) -> PositionStream:
-    """The position stream a run of ``task`` reads ``base`` through (see the module docstring)."""
-    if task == "image-classification":
-        return ClassificationStream(base, seed, size, augment_shift)
-    if task == "optical-flow":
-        return FlowStream(base, seed, size, photometric)
-    return PositionStream(base, seed, size)
-
-
-def network_input(task: str, transforms: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The network input of a collated batch: the transformed frame pair (optical flow) or image."""
-    if task == "optical-flow":
-        return transforms((batch["image1"], batch["image2"]))
-    return transforms(batch["image"])
-
-
+# ------------------------------------------------------------------------------------------- inputs
 def training_transforms(model: nn.Module) -> nn.Module:
-    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned); for
-    classification the whole preset, as in evaluation (removing ``resize`` would fall back to the
-    preset's default, ImageNet's 256, and zoom small images)."""
+    """The entry's transforms preset without ``resize`` (inputs and targets must stay aligned), or the whole
+    preset when the task keeps it (classification, as in evaluation: removing ``resize`` would fall back to
+    the preset's default, ImageNet's 256, and zoom small images)."""
     info = model.info
-    if info.task == "image-classification":
+    if _training(info.task).keep_resize:
         return build_transforms(info.transforms, info.name)
     args = thaw(info.transforms.args)
     args.pop("resize", None)
     return build_transforms(Preset(info.transforms.preset, args), info.name)
 
 
+def _training(task: str) -> Training:
+    """The :class:`Training` of ``task``; ValueError naming the trainable tasks when it has none."""
+    training = get_task(task).training
+    if training is None:
+        trainable = [t.name for t in TASKS if t.training is not None]
+        raise ValueError(f"{task} models are not trained here; training supports {', '.join(trainable)}")
+    return training
+
+
 # ------------------------------------------------------------------------------------------- helpers
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuplify(state["python"]))
-
-
-def _tuplify(x: Any) -> Any:
-    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
@@ -426,64 +175,14 @@ def _lr_factor(cfg: TrainConfig, step: int) -> float:
     raise ValueError(f"schedule must be constant, multistep or poly, got {cfg.schedule!r}")
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted(out.glob("checkpoint-*.pt"))
-
-
 def _config_dict(cfg: TrainConfig) -> dict:
     d = dataclasses.asdict(cfg)
     return json.loads(json.dumps(d))  # tuples -> lists, plain JSON types
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
-
-
 def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Uniform average of the model tensors in ``paths`` (training ``.pt`` checkpoints, read with
-    ``weights_only=True``, or safetensors files), as timm's ``avg_checkpoints.py`` and the weight
-    averaging of Izmailov et al. 2018 (SWA) over the last iterates of one run.
-
-    Floating tensors (parameters, BatchNorm running statistics) are averaged in float64 and stored in
-    ``dtype`` (default: their own dtype); integer tensors (``num_batches_tracked``) are taken from the
-    last file. Every file must hold the same names and shapes; mismatches are listed by name.
-    """
-    from zoo.errors import StateDictMismatchError, WeightsError
-    from zoo.weights import read_state_dict
-
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise WeightsError("average_checkpoints needs at least one checkpoint file")
-    total: dict[str, torch.Tensor] = {}
-    last: dict[str, torch.Tensor] = {}
-    reference: dict[str, tuple[int, ...]] = {}
-    for path in paths:
-        state = read_state_dict(path, allow_pickle=True)
-        reference = reference or {k: tuple(v.shape) for k, v in state.items()}
-        missing = sorted(set(reference) - set(state))
-        unexpected = sorted(set(state) - set(reference))
-        shapes = [f"{k}: {tuple(state[k].shape)} vs {reference[k]}"
-                  for k in sorted(set(state) & set(reference)) if tuple(state[k].shape) != reference[k]]
-        if missing or unexpected or shapes:
-            parts = [f"{label} {items}" for label, items in
-                     (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
-            raise StateDictMismatchError(f"cannot average {path} with {paths[0]}: " + "; ".join(parts)
-                                         + ". Average checkpoints of one architecture (one training run).")
-        for key, value in state.items():
-            if value.is_floating_point():
-                total[key] = total[key] + value.double() if key in total else value.double()
-            last[key] = value
-    return {k: (total[k] / len(paths)).to(dtype or v.dtype).contiguous() if k in total else v.clone().contiguous()
-            for k, v in last.items()}
+    """Uniform average of the model tensors of several checkpoints of one run (:meth:`Checkpointer.average`)."""
+    return Checkpointer.average(paths, dtype)
 
 
 @torch.no_grad()
@@ -508,35 +207,129 @@ def recompute_batchnorm(model: nn.Module, data: str, *, batches: int = 100, batc
                          "BatchNorm layer: there are no running statistics to recompute")
     if batches < 1 or batch_size < 1:
         raise ValueError(f"batches and batch_size must be positive, got {batches} and {batch_size}")
-    task = model.info.task
+    training = _training(model.info.task)
     device = next(model.parameters()).device
     transforms = training_transforms(model).to(device)
     base = dataset_from_spec(data, size=tuple(size), seed=seed, split="train", textures=textures)
-    stream = training_stream(task, base, seed, tuple(size), photometric=photometric)
+    stream = training.stream(base, seed, tuple(size), {"photometric": photometric})
 
     def inputs():
         for b in range(batches):
-            batch = _collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
-            yield network_input(task, transforms, {k: v.to(device) for k, v in batch.items()})
+            batch = collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
+            yield training.network_input(transforms, {k: v.to(device) for k, v in batch.items()})
 
     torch.optim.swa_utils.update_bn(inputs(), model)
     return len(norms)
 
 
 # ------------------------------------------------------------------------------------------- training
+@dataclasses.dataclass
+class _Session:
+    """A prepared run: what :func:`train`'s loop reads."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    model: nn.Module
+    ddp_model: nn.Module
+    training: Training
+    run: TrainingRun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    checkpointer: Checkpointer
+    loader: DataLoader
+    start: int
+    eval_set: Dataset | None
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a training run; returns the last logged record. See the module docstring."""
+    s = _prepare(cfg)
+    log = (s.out / "log.jsonl").open("a") if s.rank == 0 else None
+    bar = _progress_bar(cfg, s.start) if progress and s.rank == 0 else None
+    record: dict[str, Any] = {}
+    step, steps_since, t_last = s.start, 0, time.perf_counter()
+    t_begin = t_last
+    try:
+        for batch in s.loader:
+            batch = {k: v.to(s.device) for k, v in batch.items()}
+            if cfg.temperature_anneal > 0:
+                set_temperature(s.model, _temperature(cfg, step))
+            loss, metric = s.training.step(s.ddp_model, batch, s.run)
+            s.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.max_grad_norm)
+            s.optimizer.step()
+            s.scheduler.step()
+            step, steps_since = step + 1, steps_since + 1
+            if bar is not None:
+                bar.update(1)
+            stop = cfg.time_limit is not None and _on_any_rank(time.perf_counter() - t_begin > cfg.time_limit, s.world)
+            if step % cfg.log_every == 0 or step == cfg.steps or stop:
+                now = time.perf_counter()
+                record = _record(s, step, loss, metric, (now - t_last) / max(steps_since, 1))
+                t_last, steps_since = now, 0
+                _write_record(record, log, bar, s.training.metric)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                s.checkpointer.save(step, s.model, s.optimizer, s.scheduler, _config_dict(cfg))
+            if stop:
+                break
+    finally:
+        for handle in (bar, log):
+            if handle is not None:
+                handle.close()
+    if s.rank == 0:
+        save_weights(s.model, s.out / "model.safetensors")
+    if cfg.dump_replicas:
+        save_weights(s.model, s.out / f"replica-{s.rank}.safetensors")
+    if s.world > 1:
+        dist.barrier()
+    return record
+
+
+def _prepare(cfg: TrainConfig) -> _Session:
+    """The seeded model (resumed from the newest checkpoint), optimizer, schedule and data of a run."""
     from zoo.data import dataset_from_spec
 
-    rank, world = _dist_info()
-    out = Path(cfg.out)
+    rank, world = rank_and_world()
+    out, device = Path(cfg.out), torch.device(cfg.device)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if world > 1:
         dist.barrier()
-    device = torch.device(cfg.device)
+    model = _initial_model(cfg, out, rank, device)
+    training = _checked_training(cfg, model)
+    transforms = training_transforms(model).to(device)
+    model.train()
+    optimizer = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    # a plain function: LambdaLR's state dict then holds no callable state (loads with weights_only=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda at: _lr_factor(cfg, at))
+    checkpointer = Checkpointer(out, cfg.keep_checkpoints)
+    # keys added to RESUME_KEYS later: an older checkpoint ran with the default
+    must_match = {k: getattr(TrainConfig, k, None) for k in TrainConfig.RESUME_KEYS}
+    start = checkpointer.resume(model, optimizer, scheduler, _config_dict(cfg), must_match)
+    ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
+    stream = training.stream(base, cfg.seed, tuple(cfg.size), _config_dict(cfg))
+    loader = DataLoader(stream, batch_sampler=StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world),
+                        num_workers=cfg.workers, collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
+    run = TrainingRun(network=model, transforms=transforms, postprocess=model.postprocess, options=_config_dict(cfg),
+                      class_weight=_class_weight(cfg, training, stream, model, out, rank))
+    eval_set = None
+    if cfg.eval_data and cfg.eval_every > 0:
+        eval_set = dataset_from_spec(cfg.eval_data, size=tuple(cfg.size), seed=cfg.seed + 10**6, split="val")
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(_config_dict(cfg), indent=2) + "\n")
+    return _Session(cfg, out, device, rank, world, model, ddp_model, training, run, optimizer, scheduler,
+                    checkpointer, loader, start, eval_set)
 
-    torch.manual_seed(cfg.seed)          # the same init on every rank
+
+def _initial_model(cfg: TrainConfig, out: Path, rank: int, device: torch.device) -> nn.Module:
+    """The registry model, seeded the same on every rank, from registry weights, a file or a warm start."""
+    torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     pretrained: bool | str = False
     if cfg.pretrained:
@@ -547,209 +340,85 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         report = warm_start(model, cfg.warm_start)
         if rank == 0:
             (out / "warm_start.json").write_text(json.dumps(report, indent=2) + "\n")
-    info = model.info
-    task = info.task
-    if task not in ("optical-flow", "semantic-segmentation", "image-classification"):
-        raise ValueError(f"{cfg.model!r} is a {task} model; training supports optical-flow, semantic-segmentation "
-                         "and image-classification")
-    transforms = training_transforms(model).to(device)
-    postprocess = model.postprocess
-    if task == "optical-flow" and (cfg.size[0] % 64 or cfg.size[1] % 64):
-        raise ValueError(f"flow training crops must be multiples of 64 (FlowNet), got {tuple(cfg.size)}")
-    div_flow = float(getattr(model, "div_flow", 20.0))
-    if cfg.temperature_anneal > 0:
-        def anneal(at: int) -> None:
-            set_temperature(model, temperature_schedule(at, cfg.temperature_start, 1.0, cfg.temperature_anneal))
+    return model
 
-        if set_temperature(model, 1.0) == 0:
-            raise ValueError(f"temperature_anneal: {cfg.model!r} has no DyConv2d layer")
-    model.train()
 
-    optimizer = _make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    # a plain function: LambdaLR's state dict then holds no callable state (loads with weights_only=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
-    start = 0
-    found = _checkpoints(out)
-    if found:
-        ckpt = torch.load(found[-1], map_location=device, weights_only=True)
-        old = ckpt["config"]
-        new = _config_dict(cfg)
-        diff = [k for k in TrainConfig.RESUME_KEYS  # keys added later: an old checkpoint ran with the default
-                if old.get(k, getattr(TrainConfig, k, None)) != new.get(k)]
-        if diff:
-            raise ValueError(f"{found[-1]} was written by a run with different {', '.join(diff)} "
-                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use another --out")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start = int(ckpt["step"])
-        states = ckpt["rng"]
-        _set_rng_state(states[rank] if len(states) == world else states[0])
-    if world > 1:
-        ddp_model: nn.Module = nn.parallel.DistributedDataParallel(model)
-    else:
-        ddp_model = model
-
-    base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
-    stream = training_stream(task, base, cfg.seed, tuple(cfg.size), cfg.augment_shift, cfg.photometric)
-    sampler = StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world)
-    loader = DataLoader(stream, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    class_weight = None
-    if cfg.class_weights == "median-frequency":
-        if task != "semantic-segmentation":
-            raise ValueError(f"--class-weights applies to semantic segmentation, not {task}")
-        labels = [stream[p]["label"] for p in range(min(CLASS_WEIGHT_SAMPLES, len(stream)))]
-        class_weight = median_frequency_weights(labels, cfg.num_classes or info.args["num_classes"]).to(device)
-        if rank == 0:
-            (out / "class_weights.json").write_text(json.dumps([round(float(v), 6) for v in class_weight]) + "\n")
-    elif cfg.class_weights != "none":
+def _checked_training(cfg: TrainConfig, model: nn.Module) -> Training:
+    """The :class:`Training` of the model's task, after checking that ``cfg`` suits it."""
+    task = model.info.task
+    training = _training(task)
+    if cfg.size[0] % training.crop_multiple or cfg.size[1] % training.crop_multiple:
+        raise ValueError(f"{task} training crops must be multiples of {training.crop_multiple} "
+                         f"(the network's stride), got {tuple(cfg.size)}")
+    if cfg.temperature_anneal > 0 and set_temperature(model, 1.0) == 0:
+        raise ValueError(f"temperature_anneal: {cfg.model!r} has no DyConv2d layer")
+    if cfg.class_weights not in ("none", "median-frequency"):
         raise ValueError(f"--class-weights must be 'none' or 'median-frequency', got {cfg.class_weights!r}")
-    eval_set = None
-    if cfg.eval_data and cfg.eval_every > 0:
-        eval_set = dataset_from_spec(cfg.eval_data, size=tuple(cfg.size), seed=cfg.seed + 10**6, split="val")
+    if cfg.class_weights != "none" and training.class_weights is None:
+        raise ValueError(f"--class-weights applies to semantic segmentation, not {task}")
+    return training
 
+
+def _class_weight(cfg: TrainConfig, training: Training, stream: Dataset, model: nn.Module, out: Path,
+                  rank: int) -> torch.Tensor | None:
+    """The per-class loss weights ``--class-weights`` asks for (written to class_weights.json), or None."""
+    if cfg.class_weights == "none":
+        return None
+    weight = training.class_weights(stream, cfg.num_classes or model.info.args["num_classes"])
+    weight = weight.to(next(model.parameters()).device)
     if rank == 0:
-        (out / "config.json").write_text(json.dumps(_config_dict(cfg), indent=2) + "\n")
-    log = (out / "log.jsonl").open("a") if rank == 0 else None
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
+        (out / "class_weights.json").write_text(json.dumps([round(float(v), 6) for v in weight]) + "\n")
+    return weight
 
-        bar = tqdm(total=cfg.steps, initial=start, desc=cfg.model, unit="step", dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
-    def save(step: int) -> None:
-        states = [_rng_state()]
-        if world > 1:
-            gathered: list = [None] * world
-            dist.all_gather_object(gathered, states[0])
-            states = gathered
-        if rank == 0:
-            ckpt = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": states, "config": _config_dict(cfg)}
-            path = out / f"checkpoint-{step:07d}.pt"
-            tmp = path.with_suffix(".tmp")
-            torch.save(ckpt, tmp)
-            os.replace(tmp, path)
-            for old in _checkpoints(out)[:-max(cfg.keep_checkpoints, 1)]:
-                old.unlink()
+def _temperature(cfg: TrainConfig, step: int) -> float:
+    """The DyConv2d attention temperature before ``step`` (the module docstring's annealing)."""
+    return temperature_schedule(step, cfg.temperature_start, 1.0, cfg.temperature_anneal)
 
-    record: dict[str, Any] = {}
-    step = start
-    t_last, steps_since = time.perf_counter(), 0
-    t_begin = time.perf_counter()
-    try:
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if cfg.temperature_anneal > 0:
-                anneal(step)
-            if task == "optical-flow":
-                outputs = ddp_model(network_input(task, transforms, batch))
-                valid = batch.get("valid")
-                loss = multiscale_epe_loss(outputs, batch["flow"], valid, div_flow=div_flow, reduction=cfg.flow_reduction)
-                metric_name = "epe"
-                with torch.no_grad():
-                    metric = full_res_epe(outputs[0].detach(), batch["flow"], valid, div_flow)
-            elif task == "image-classification":
-                outputs = ddp_model(network_input(task, transforms, batch))
-                logits = outputs["out"] if isinstance(outputs, dict) else outputs
-                loss = F.cross_entropy(logits, batch["label"])
-                metric_name = "top1"
-                with torch.no_grad():
-                    metric = (logits.detach().argmax(dim=1) == batch["label"]).float().mean()
-            else:
-                outputs = ddp_model(network_input(task, transforms, batch))
-                loss = segmentation_loss(outputs, batch["label"], cfg.aux_weight, weight=class_weight)
-                metric_name = "pixel_accuracy"
-                with torch.no_grad():
-                    logits = outputs["out"] if isinstance(outputs, dict) else (outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
-                    pred = postprocess(logits.detach(), batch["label"].shape[-2:])
-                    keep = batch["label"] != 255
-                    metric = ((pred == batch["label"]) & keep).sum() / keep.sum().clamp(min=1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            steps_since += 1
-            if bar is not None:
-                bar.update(1)
-            stop = False
-            if cfg.time_limit is not None:
-                flag = torch.tensor([float(time.perf_counter() - t_begin > cfg.time_limit)])
-                if world > 1:
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
-            if step % cfg.log_every == 0 or step == cfg.steps or stop:
-                vals = torch.stack([loss.detach().float().cpu(), metric.detach().float().cpu()])
-                if world > 1:
-                    dist.all_reduce(vals)
-                    vals /= world
-                now = time.perf_counter()
-                sec = (now - t_last) / max(steps_since, 1)
-                record = {"step": step, "loss": float(vals[0]), metric_name: float(vals[1]),
-                          "lr": optimizer.param_groups[0]["lr"], "sec_per_step": sec,
-                          "samples_per_sec": cfg.batch_size / sec if sec > 0 else None, "time": time.time()}
-                if cfg.temperature_anneal > 0:   # the DyConv2d temperature of the step just taken
-                    record["temperature"] = temperature_schedule(step - 1, cfg.temperature_start, 1.0,
-                                                                 cfg.temperature_anneal)
-                t_last, steps_since = now, 0
-                if eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                    res = evaluate(model, eval_set, task, device=device)
-                    model.train()
-                    record["eval"] = {k: v for k, v in res.items()
-                                      if k not in ("per_pair", "confusion", "iou", "per_image")}
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3g}", **{metric_name: f"{record[metric_name]:.3g}"})
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-                save(step)
-            if stop:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        if log is not None:
-            log.close()
-    if rank == 0:
-        save_weights(model, out / "model.safetensors")
-    if cfg.dump_replicas:
-        save_weights(model, out / f"replica-{rank}.safetensors")
+
+def _on_any_rank(flag: bool, world: int) -> bool:
+    """``flag`` of any rank (every rank must call it)."""
+    value = torch.tensor([float(flag)])
     if world > 1:
-        dist.barrier()
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _record(s: _Session, step: int, loss: torch.Tensor, metric: torch.Tensor, seconds: float) -> dict[str, Any]:
+    """The log record of ``step``: loss and metric averaged over the ranks, lr, speed, temperature, eval."""
+    cfg = s.cfg
+    values = torch.stack([loss.detach().float().cpu(), metric.detach().float().cpu()])
+    if s.world > 1:
+        dist.all_reduce(values)
+        values /= s.world
+    record = {"step": step, "loss": float(values[0]), s.training.metric: float(values[1]),
+              "lr": s.optimizer.param_groups[0]["lr"], "sec_per_step": seconds,
+              "samples_per_sec": cfg.batch_size / seconds if seconds > 0 else None, "time": time.time()}
+    if cfg.temperature_anneal > 0:   # the DyConv2d temperature of the step just taken
+        record["temperature"] = _temperature(cfg, step - 1)
+    if s.eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+        result = evaluate(s.model, s.eval_set, s.model.info.task, device=s.device)
+        s.model.train()
+        record["eval"] = {k: v for k, v in result.items() if k not in ("per_pair", "confusion", "iou", "per_image")}
     return record
 
 
+def _write_record(record: dict[str, Any], log: Any, bar: Any, metric: str) -> None:
+    if log is not None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    if bar is not None:
+        bar.set_postfix(loss=f"{record['loss']:.3g}", **{metric: f"{record[metric]:.3g}"})
+
+
+def _progress_bar(cfg: TrainConfig, start: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc=cfg.model, unit="step", dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
 # ------------------------------------------------------------------------------------------- CLI
-def warm_start(model: nn.Module, source: str) -> dict[str, Any]:
-    """Copy into ``model`` every tensor of ``source`` whose name and shape match; return what was done.
-
-    ``source``: ``MODEL.TAG`` (registry weights, resolved like ``zoo.create(MODEL, pretrained=TAG)``)
-    or a weights file (safetensors, or a training checkpoint ``.pt`` read with ``weights_only=True``).
-    The copy is :func:`zoo.weights.expand_state_dict` (plain FlowNet weights fill a FlowNet with LS-DFN,
-    zero on the inserted channels); its report lists the copied, expanded and kept keys and the parameter
-    counts, so a card can say how much of the model was warm-started.
-    """
-    import zoo
-    from zoo.weights import expand_state_dict, read_state_dict
-
-    path = Path(source)
-    if path.exists():
-        theirs = read_state_dict(path, allow_pickle=path.suffix in (".pt", ".pth", ".ckpt"))
-    else:
-        name, dot, tag = source.rpartition(".")
-        if not dot or not name:
-            raise ValueError(f"warm start {source!r}: neither a file nor MODEL.TAG registry weights "
-                             "(e.g. flownets-small.flyingshapes-28250)")
-        theirs = zoo.create(name, pretrained=tag).state_dict()
-    return expand_state_dict(model, theirs, source=source)
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
@@ -816,27 +485,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(
-        model=args.model, out=args.out, data=args.data, arch_overrides=parse_overrides(args.arch_override),
-        num_classes=args.num_classes, pretrained=args.pretrained, init_checkpoint=args.init_checkpoint,
-        warm_start=args.warm_start,
-        steps=args.steps, batch_size=args.batch_size, size=tuple(args.size), optimizer=args.optimizer,
-        lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
-        milestones=tuple(args.milestones), gamma=args.gamma, warmup=args.warmup, max_grad_norm=args.max_grad_norm,
-        flow_reduction=args.flow_reduction, aux_weight=args.aux_weight, seed=args.seed, textures=args.textures,
-        workers=args.workers, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        log_every=args.log_every, eval_data=args.eval_data, eval_every=args.eval_every,
-        time_limit=args.time_limit, device=args.device, dump_replicas=args.dump_replicas,
-        augment_shift=args.augment_shift, photometric=args.photometric, temperature_anneal=args.temperature_anneal,
-        temperature_start=args.temperature_start, class_weights=args.class_weights,
-    )
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    cfg = TrainConfig(**{**options, "arch_overrides": parse_overrides(args.arch_override), "size": tuple(args.size),
+                         "milestones": tuple(args.milestones)})
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
         started = True
     try:
         record = train(cfg, progress=not args.no_progress)
-        if _dist_info()[0] == 0:
+        if rank_and_world()[0] == 0:
             print(json.dumps(record))
         return record
     finally:

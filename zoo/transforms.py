@@ -1,28 +1,35 @@
-"""Inference transforms and post-processing, as nn.Modules on batched tensors.
+"""The preset lookup: a registry entry's ``transforms`` / ``postprocess`` spec -> an nn.Module.
 
-Every preset runs on any device and under torch.compile. Presets read shapes and dtypes; the one value
-check, the range of float input (:func:`to_float_batch`), runs in eager mode only (one host sync, none for
-uint8 input) and is skipped under torch.compile / torch.export tracing. Registry entries name a preset and
-its arguments (``transforms: {preset: segmentation, args: {...}}``); families register new presets with
-:func:`register_transform` / :func:`register_postprocess`.
+Registry entries name a preset and its arguments (``transforms: {preset: segmentation, args: {...}}``).
+The presets are the tasks' (:mod:`zoo.tasks`, imported here eagerly, so no model has to import a task
+for its presets to exist); users add their own with :func:`register_transform` /
+:func:`register_postprocess`. The helpers the presets share (:func:`to_float_batch`, :class:`Normalize`,
+...) are :mod:`zoo.tasks.preprocess`'s and the segmentation presets
+:mod:`zoo.tasks.semantic_segmentation`'s; both are re-exported here.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from zoo.errors import InputError, RegistryError
+from zoo.errors import RegistryError
 from zoo.registry import Preset, thaw
+from zoo.tasks import postprocess_presets, transform_presets
+from zoo.tasks.preprocess import (RANGE_TOLERANCE, Normalize, check_input_args, resize_shorter_side,
+                                  to_float_batch)
+from zoo.tasks.semantic_segmentation import SegmentationPostprocess, SegmentationTransforms
 
-_TRANSFORMS: dict[str, type[nn.Module]] = {}
-_POSTPROCESS: dict[str, type[nn.Module]] = {}
+__all__ = ["build_transforms", "build_postprocess", "register_transform", "register_postprocess",
+           "RANGE_TOLERANCE", "Normalize", "check_input_args", "resize_shorter_side", "to_float_batch",
+           "SegmentationTransforms", "SegmentationPostprocess"]
+
+_TRANSFORMS: dict[str, type[nn.Module]] = transform_presets()
+_POSTPROCESS: dict[str, type[nn.Module]] = postprocess_presets()
 
 
 def register_transform(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register a transforms preset called ``name`` (a registry ``transforms.preset``)."""
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         _TRANSFORMS[name] = cls
         return cls
@@ -30,6 +37,7 @@ def register_transform(name: str) -> Callable[[type[nn.Module]], type[nn.Module]
 
 
 def register_postprocess(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register a postprocess preset called ``name`` (a registry ``postprocess.preset``)."""
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         _POSTPROCESS[name] = cls
         return cls
@@ -37,8 +45,6 @@ def register_postprocess(name: str) -> Callable[[type[nn.Module]], type[nn.Modul
 
 
 def _build(table: dict[str, type[nn.Module]], spec: Preset, field: str, owner: str) -> nn.Module:
-    import zoo.models  # noqa: F401  (families register their presets on import)
-
     if spec.preset not in table:
         raise RegistryError(
             f"entry {owner!r}, field '{field}.preset': unknown preset {spec.preset!r}; known: {', '.join(sorted(table))}"
@@ -50,150 +56,10 @@ def _build(table: dict[str, type[nn.Module]], spec: Preset, field: str, owner: s
 
 
 def build_transforms(spec: Preset, owner: str = "?") -> nn.Module:
+    """The transforms preset ``spec`` of the entry called ``owner`` (for messages)."""
     return _build(_TRANSFORMS, spec, "transforms", owner)
 
 
 def build_postprocess(spec: Preset, owner: str = "?") -> nn.Module:
+    """The postprocess preset ``spec`` of the entry called ``owner`` (for messages)."""
     return _build(_POSTPROCESS, spec, "postprocess", owner)
-
-
-# ------------------------------------------------------------------------------------ helpers
-RANGE_TOLERANCE = 1e-3  # float input may exceed [0, input_range] by this fraction of the range (rounding)
-
-
-def check_input_args(input_range: float, min_size: int | None) -> None:
-    """ValueError unless ``input_range`` is positive and ``min_size`` is None or a positive int (presets'
-    constructor arguments for :func:`to_float_batch`)."""
-    if isinstance(input_range, bool) or not isinstance(input_range, (int, float)) or not 0 < input_range < math.inf:
-        raise ValueError(f"input_range must be a positive number (1 for float images in [0, 1], 255 for [0, 255]), "
-                         f"got {input_range!r}")
-    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1):
-        raise ValueError(f"min_size must be None or a positive int (pixels), got {min_size!r}")
-
-
-def to_float_batch(images: torch.Tensor, name: str = "images", *, input_range: float = 1.0,
-                   min_size: int | None = None) -> torch.Tensor:
-    """B x 3 x H x W (or 3 x H x W) uint8 in [0, 255] or float in [0, input_range] -> float B x 3 x H x W in [0, 1].
-
-    Raises :class:`InputError` for a wrong shape or dtype, an empty image, H or W below ``min_size``, and
-    float values outside [0, input_range] (within ``RANGE_TOLERANCE``; NaN and inf included), e.g. float
-    images in 0..255 given to transforms that expect [0, 1]. Shape and dtype checks read metadata only.
-    The range check reads values: in eager mode it is one ``aminmax`` and one host sync (for a CUDA tensor,
-    a wait for the kernels that produce it), and only for float input; uint8 input, the usual fast path, is
-    not checked. Under torch.compile / torch.export tracing (``torch.compiler.is_compiling()``) it is
-    skipped, so graphs keep no data-dependent branch or sync. A device-side ``torch._assert_async`` would
-    avoid the sync but fails by aborting the CUDA context, not with a readable error, so it is not used.
-    """
-    if not isinstance(images, torch.Tensor):
-        raise InputError(f"{name} must be a tensor (B x 3 x H x W); read files with zoo.io.read_image")
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise InputError(f"{name} must have shape (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}; "
-                         "convert grey or RGBA images to RGB first")
-    h, w = images.shape[-2:]
-    if h == 0 or w == 0:
-        raise InputError(f"{name} are empty: {h} x {w} (H x W) pixels, shape {tuple(images.shape)}")
-    if min_size is not None and (h < min_size or w < min_size):
-        raise InputError(f"{name} are {h} x {w} (H x W) pixels, smaller than the minimum {min_size} x {min_size} "
-                         "these transforms take; use larger images or upsample them first "
-                         "(torch.nn.functional.interpolate)")
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    if not images.is_floating_point():
-        raise InputError(f"{name} must be uint8 in [0, 255] or floating point in [0, {input_range:g}], got "
-                         f"{images.dtype}; convert 0..255 integer images with images.to(torch.uint8)")
-    _check_float_range(images, name, input_range)
-    return images if input_range == 1 else images / input_range
-
-
-def _check_float_range(images: torch.Tensor, name: str, input_range: float) -> None:
-    if torch.compiler.is_compiling() or images.device.type == "meta" or images.numel() == 0:
-        return
-    low, high = torch.stack(torch.aminmax(images)).tolist()  # the one host sync
-    tol = RANGE_TOLERANCE * input_range
-    if -tol <= low and high <= input_range + tol:  # False for NaN
-        return
-    found = f"values in [{low:.6g}, {high:.6g}]" if math.isfinite(low) and math.isfinite(high) else "NaN or inf values"
-    if input_range == 1:
-        fix = ("pass uint8 images, or divide by 255, or construct the transforms with input_range=255 "
-               "(float images in [0, 255])")
-    else:
-        fix = f"pass uint8 images, or float images in [0, {input_range:g}] as given by input_range={input_range:g}"
-    raise InputError(f"{name} are {images.dtype} with {found}, outside [0, {input_range:g}]; {fix}")
-
-
-def resize_shorter_side(images: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    new = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(images, size=new, mode="bilinear", align_corners=False, antialias=True)
-
-
-class Normalize(nn.Module):
-    """(x * pixel_range - mean) / std per channel, after an optional RGB -> BGR flip."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], pixel_range: float = 1.0, channel_order: str = "rgb"):
-        super().__init__()
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        if len(mean) != 3 or len(std) != 3:
-            raise ValueError("mean and std need 3 values each")
-        self.pixel_range = float(pixel_range)
-        self.channel_order = channel_order
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channel_order == "bgr":
-            x = x.flip(1)
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        std = self.std.to(device=x.device, dtype=x.dtype)
-        return (x * self.pixel_range - mean) / std
-
-    def extra_repr(self) -> str:
-        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}, pixel_range={self.pixel_range}, channel_order={self.channel_order!r}"
-
-
-# ------------------------------------------------------------------------------------ segmentation
-@register_transform("segmentation")
-class SegmentationTransforms(nn.Module):
-    """Images -> network input for semantic segmentation.
-
-    Input: B x 3 x H x W uint8 [0, 255] or float [0, input_range] RGB (a single 3 x H x W image is batched),
-    at least ``min_size`` pixels high and wide (checks: :func:`to_float_batch`). Optional resize of the
-    shorter side to ``resize``, then :class:`Normalize`. ``pixel_range`` is the scale the network expects
-    (Caffe-trained DeepLab v2: ``channel_order='bgr'``, ``pixel_range=255``, std 1); ``input_range`` is the
-    scale of float input (1: [0, 1], 255: [0, 255]).
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], pixel_range: float = 1.0,
-                 channel_order: str = "rgb", resize: int | None = None, input_range: float = 1.0,
-                 min_size: int | None = None):
-        super().__init__()
-        check_input_args(input_range, min_size)
-        self.resize, self.input_range, self.min_size = resize, input_range, min_size
-        self.normalize = Normalize(mean, std, pixel_range, channel_order)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = to_float_batch(images, input_range=self.input_range, min_size=self.min_size)
-        if self.resize is not None:
-            x = resize_shorter_side(x, self.resize)
-        return self.normalize(x)
-
-
-@register_postprocess("segmentation")
-class SegmentationPostprocess(nn.Module):
-    """Logits (B x K x h x w, or a dict with 'out') -> label map B x H x W (int64) at ``size``.
-
-    Logits are upsampled bilinearly to ``size`` (the input image size) before the argmax.
-    """
-
-    def forward(self, output: torch.Tensor | Mapping[str, Any], size: Sequence[int]) -> torch.Tensor:
-        logits = output["out"] if isinstance(output, Mapping) else output
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
-            raise InputError(f"segmentation logits must be B x K x h x w, got {getattr(logits, 'shape', type(logits))}")
-        size = tuple(int(s) for s in size[-2:])
-        if tuple(logits.shape[-2:]) != size:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits.argmax(1)

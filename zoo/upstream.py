@@ -57,7 +57,7 @@ def hash_matches(actual: str, expected: str) -> bool:
 
 def provenance(w: Weights) -> dict[str, str]:
     """What a converted file was made from (recorded in its sidecar, compared on every load)."""
-    from zoo import __version__
+    from zoo._version import __version__
 
     if w.warm_start:
         return {"warm_start": w.warm_start, "seed": str(WARM_START_SEED)}

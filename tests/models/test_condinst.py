@@ -10,11 +10,11 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from zoo.converters.mmdet_rcnn import COCO_IDS
-from zoo.detection import DetectionPostprocess
+from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
 from zoo.models.condinst import condinst
 from zoo.ops.dynamic_mask_head import DynamicMaskHead, aligned_bilinear, dynamic_mask_head_reference
+from zoo.tasks.object_detection import DetectionPostprocess
 
 SMALL = {"min_size": 128, "max_size": 160}
 CONTROLLER = 169 * 256 * 9 + 169

@@ -180,7 +180,7 @@ def test_export_deeplabv2():
 # --- LS-DFN variant (deeplabv2-lsdfn) -------------------------------------------------------------
 def test_lsdfn_variant_reads_res5b_and_widens_the_aspp():
     import zoo
-    from zoo.models.deeplab import LSDFNBranch
+    from zoo.layers import LSDFNBranch
     from zoo.ops import LSDFN
 
     model = zoo.create("deeplabv2-lsdfn", scales=(1.0,))

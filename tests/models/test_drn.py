@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 from zoo.archs import get_arch
-from zoo.classification import ClassificationPostprocess, ClassificationTransforms
 from zoo.errors import InputError
 from zoo.models.drn import DRNSeg, FixedBilinearUpsample, NonResidualBasicBlock, bilinear_kernel, drn, drn_seg
 from zoo.models.resnet import BasicBlock, Bottleneck, ResNet
 from zoo.registry import Preset
+from zoo.tasks.image_classification import ClassificationPostprocess, ClassificationTransforms
 from zoo.transforms import build_postprocess, build_transforms
 
 

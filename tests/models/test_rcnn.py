@@ -1,5 +1,5 @@
 """Faster / Mask R-CNN with deformable convs and deformable RoI pooling (zoo.models.rcnn) and the
-"detection" presets (zoo.detection). Small images (min_size 128) and few proposals keep this fast."""
+"detection" presets (zoo.tasks.object_detection). Small images (min_size 128) and few proposals keep this fast."""
 from __future__ import annotations
 
 import pytest
@@ -8,11 +8,11 @@ import torchvision
 from torch import nn
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from zoo.detection import DetectionPostprocess, DetectionTransforms
 from zoo.errors import InputError
 from zoo.models.rcnn import MultiScaleDeformRoIPool, faster_rcnn, mask_rcnn
 from zoo.ops.deform_conv import DeformConv2d, ModulatedDeformConv2d
 from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool
+from zoo.tasks.object_detection import DetectionPostprocess, DetectionTransforms
 
 # the registry entries' constructor arguments
 ENTRIES = {

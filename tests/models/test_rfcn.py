@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from zoo.converters.mmdet_rcnn import COCO_IDS
+from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
-from zoo.models.deeplab import LSDFNBranch
+from zoo.layers import LSDFNBranch
 from zoo.models.resnet import resnet
 from zoo.models.rfcn import RFCNRoIHeads, RFCNRPNHead, ps_roi_vote, rfcn
 from zoo.ops.lsdfn import LSDFN

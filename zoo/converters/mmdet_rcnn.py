@@ -43,17 +43,12 @@ import torch
 from torch import Tensor
 
 from zoo.converters import remap_keys
+from zoo.data.coco import COCO_IDS, COCO_NUM_IDS
 from zoo.errors import StateDictMismatchError
 
 __all__ = ["COCO_IDS", "convert", "convert_key"]
 
-#: COCO category id of each of mmdet's 80 contiguous classes (torchvision's label = this id).
-COCO_IDS: tuple[int, ...] = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33,
-    34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60,
-    61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
-)
-NUM_CLASSES = 91
+NUM_CLASSES = COCO_NUM_IDS
 _UNUSED_BIAS = -1e4
 
 _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r in (

@@ -1,4 +1,4 @@
-"""``MovingDigits``: Moving-MNIST-style sequences from real handwritten digits (presets: :mod:`zoo.video`).
+"""``MovingDigits``: Moving-MNIST-style sequences from real handwritten digits (presets: :mod:`zoo.tasks.video_prediction`).
 
 Moving MNIST (Srivastava, Mansimov, Salakhutdinov, ICML 2015, https://arxiv.org/abs/1502.04681; the
 "bouncing MNIST" of DFN, https://arxiv.org/abs/1605.09673): ``num_digits`` digits of 28 x 28 pixels

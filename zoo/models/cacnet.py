@@ -6,7 +6,7 @@ interpretation choices are in :mod:`zoo.ops.cac` (:class:`~zoo.ops.cac.ContextAd
 
 Architecture (the paper fixes the backbone and the module; the head around the module is a zoo
 decision, documented here and exposed as arguments):
-- backbone: ResNet-101 in torchvision's layout (``zoo.models.resnet``), layer3 / layer4 dilated
+- backbone: ResNet-101 in torchvision's layout (``zoo.layers.resnet``), layer3 / layer4 dilated
   2 / 4 (output stride 8, torchvision's first-block rule), feature maps [layer3, layer4];
 - decode head (:class:`CaCHead`): ``reduce`` 3x3 conv 2048 -> ``channels`` (512) + BN + ReLU (the CaC
   key conv is C x C per head and the kernel BN has C channels per head and dilation, so the module runs
@@ -14,7 +14,7 @@ decision, documented here and exposed as arguments):
   CaC module: context-adaptive re-weighting at dilations 1, 3, 5 + global pooling branch, ``heads``
   ensembles), then ``bottleneck`` 3x3 conv 512 + BN + ReLU, Dropout2d(0.1) and the 1x1 ``conv_seg``;
 - auxiliary head (training only): mmseg-style FCN head on layer3 (1024 -> 256 -> K), as the other
-  dilated-ResNet segmentation models of the zoo (:class:`zoo.models.segmentation_common.FCNHead`).
+  dilated-ResNet segmentation models of the zoo (:class:`zoo.layers.FCNHead`).
 
 Outputs: eval mode returns logits at 1/8 resolution (B, K, ceil(H/8), ceil(W/8)) (the segmentation
 postprocess upsamples them); training mode returns ``{"out": logits, "aux": aux_logits}``.
@@ -26,15 +26,14 @@ from typing import Callable, Sequence
 from torch import Tensor, nn
 
 from zoo.archs import register_arch
-from zoo.models.segmentation_common import ConvModule, EncoderDecoder, FCNHead, _ClsSeg
-from zoo.models.resnet import _DEPTHS, NormSpec, make_norm, resnet
+from zoo.layers import BaseDecodeHead, ConvModule, EncoderDecoder, FCNHead, NormSpec, make_norm, resnet, resnet_depth
 from zoo.ops._checks import check_shape
 from zoo.ops.cac import ContextAdaptiveConv
 
 __all__ = ["CaCHead", "CaCNet", "cacnet"]
 
 
-class CaCHead(_ClsSeg):
+class CaCHead(BaseDecodeHead):
     """reduce (3x3) -> ContextAdaptiveConv -> bottleneck (3x3) -> Dropout2d -> conv_seg.
 
     (B, in_channels, h, w) -> (B, num_classes, h, w). ``cac_kwargs`` go to ``ContextAdaptiveConv``.
@@ -78,9 +77,7 @@ def cacnet(
     CaC options (``kernel_size``, ``dilations``, ``heads``, ``separate_kernels``, ``fusion``,
     ``global_pool``) as :class:`zoo.ops.cac.ContextAdaptiveConv`.
     """
-    depth = int(backbone[6:]) if backbone.startswith("resnet") and backbone[6:].isdigit() else None
-    if depth not in _DEPTHS or _DEPTHS[depth][0] != "bottleneck":
-        raise ValueError(f"backbone must be one of resnet50, resnet101, resnet152, got {backbone!r}")
+    depth = resnet_depth(backbone, kinds=("bottleneck",))
     if output_stride not in (8, 16):
         raise ValueError(f"CaC-Net output_stride must be 8 or 16, got {output_stride}")
     norm_layer = make_norm(norm)

@@ -34,7 +34,7 @@ of the image given to the model. Boxes are rescaled to that size, clipped, and e
 (detectron2's ``Boxes.clip`` / ``nonempty``). Masks are NOT thresholded here (the ``detection``
 postprocess binarises them at 0.5, AdelaiDet's ``mask_threshold``).
 
-Inputs/outputs follow torchvision's detectors (and the ``detection`` presets of :mod:`zoo.detection`):
+Inputs/outputs follow torchvision's detectors (and the ``detection`` presets of :mod:`zoo.tasks.object_detection`):
 ``model(images)`` with a list of 3 x H x W RGB float images in [0, 1] (or a B x 3 x H x W tensor);
 eval mode returns a list of dicts ``{"boxes" (K, 4) x1y1x2y2 input pixels, "scores" (K,), "labels" (K,)
 int64, "masks" (K, 1, H, W) probabilities}``, sorted by score. Resizing (shorter side 800, longer
@@ -43,7 +43,7 @@ side <= 1333), normalisation and padding to 32 happen inside, in torchvision's
 
 Interpretation choices:
 - Classes: 80 contiguous COCO classes (AdelaiDet, mmdet). Output labels are COCO category ids
-  (``zoo.converters.mmdet_rcnn.COCO_IDS[k]`` for class k; e.g. 0 -> 1 person, 79 -> 90 toothbrush), as
+  (``zoo.data.coco.COCO_IDS[k]`` for class k; e.g. 0 -> 1 person, 79 -> 90 toothbrush), as
   the R-CNN entries, so detection evaluation is uniform. ``label_ids`` overrides the table; with
   ``num_classes != 80`` and no table, labels are ``class index + 1`` (torchvision's convention).
 - ``style="caffe"`` (default, AdelaiDet's MSRA ImageNet backbones): stride on the first 1x1 conv of
@@ -70,11 +70,10 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops import batched_nms, clip_boxes_to_image
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-import zoo.detection  # noqa: F401  (registers the "detection" transforms / postprocess presets)
 from zoo.archs import register_arch
-from zoo.converters.mmdet_rcnn import COCO_IDS
+from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
-from zoo.models.resnet import freeze_stages, resnet
+from zoo.layers import freeze_stages, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.dynamic_mask_head import DynamicMaskHead, aligned_bilinear, compute_locations
 

@@ -38,23 +38,15 @@ import torch
 from torch import Tensor, nn
 
 from zoo.archs import register_arch
-from zoo.models.resnet import _DEPTHS, Conv2Factory, NormSpec, ResNet, make_norm, resnet
+from zoo.layers import Conv2Factory, LSDFNBranch, NormSpec, ResNet, fcn_head, make_norm, resnet, resnet_depth
 from zoo.ops._checks import check_shape
 from zoo.ops.aspp import ASPP
-from zoo.ops.lsdfn import LSDFN
 from zoo.ops.multiscale import multiscale_fusion
 
 __all__ = ["DeepLabV2", "DeepLabV3", "deeplabv2", "deeplabv3"]
 
 
 _RES5_CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
-
-
-def _depth(backbone: str) -> int:
-    depth = int(backbone[len("resnet"):]) if backbone.startswith("resnet") and backbone[6:].isdigit() else None
-    if depth not in _DEPTHS:
-        raise ValueError(f"backbone must be one of {[f'resnet{d}' for d in _DEPTHS]}, got {backbone!r}")
-    return depth
 
 
 class DeepLabV3(nn.Module):
@@ -153,40 +145,6 @@ class DeepLabV2(nn.Module):
         )
 
 
-class LSDFNBranch(nn.Module):
-    """LS-DFN on res5b for DeepLab v2 (Wu et al., ECCV 2018, arXiv 1803.07624, seed 000).
-
-    The seed gives C' = 24, s = 5, gamma = 3, k = 3 and "a 1x1 256-channel post-conv layer with shared
-    weights at all three input scales", but not where that conv sits. An LS-DFN reading res5b's 2048
-    channels directly would need a kernel branch of C' x 2048 = 49,152 channels per position, so we read
-    it as the 1x1 conv (+ ReLU) that brings res5b to C = 256 channels for the LS-DFN (the C the paper's
-    setting implies). Like every layer of the multi-scale DeepLab v2, it is shared by the three scales.
-    (B, in_channels, h, w) -> (B, out_channels, h, w); ``reduce_channels`` and the LS-DFN arguments are
-    constructor arguments.
-    """
-
-    def __init__(self, in_channels: int, *, out_channels: int = 24, reduce_channels: int = 256, kernel_size: int = 3,
-                 samples_per_side: int = 5, sample_stride: int = 3, **lsdfn_args) -> None:
-        super().__init__()
-        self.out_channels = out_channels
-        self.reduce = nn.Conv2d(in_channels, reduce_channels, 1)
-        self.lsdfn = LSDFN(reduce_channels, out_channels, kernel_size, samples_per_side, sample_stride, **lsdfn_args)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.lsdfn(torch.relu(self.reduce(x)))
-
-
-def _fcn_head(in_channels: int, num_classes: int, norm_layer) -> nn.Sequential:
-    inter = in_channels // 4
-    return nn.Sequential(
-        nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
-        norm_layer(inter),
-        nn.ReLU(),
-        nn.Dropout(0.1),
-        nn.Conv2d(inter, num_classes, 1),
-    )
-
-
 @register_arch("deeplabv3")
 def deeplabv3(
     *,
@@ -210,7 +168,7 @@ def deeplabv3(
     rates = tuple(atrous_rates) if atrous_rates is not None else tuple(r * 16 // output_stride for r in (6, 12, 18))
     norm_layer = make_norm(norm)
     body = resnet(
-        depth=_depth(backbone),
+        depth=resnet_depth(backbone),
         output_stride=output_stride,
         multi_grid=multi_grid,
         norm=norm,
@@ -226,7 +184,7 @@ def deeplabv3(
         nn.ReLU(),
         nn.Conv2d(256, num_classes, 1),
     )
-    aux_classifier = _fcn_head(c3, num_classes, norm_layer) if aux else None
+    aux_classifier = fcn_head(c3, num_classes, norm_layer) if aux else None
     return DeepLabV3(body, classifier, aux_classifier)
 
 
@@ -252,13 +210,13 @@ def deeplabv2(
     ``res5_extra_channels`` defaults to ``res5_extra.out_channels``; ``scales=(1.0,)`` disables the
     multi-scale inputs. ``lsdfn`` (arguments of :class:`LSDFNBranch`, e.g. ``{out_channels: 24,
     samples_per_side: 5, sample_stride: 3}``) builds the LS-DFN variant: LS-DFN on res5b, concatenated to
-    res5c. ``width`` scales the ResNet's channels (:func:`zoo.models.resnet.resnet`; the ``-small``
+    res5c. ``width`` scales the ResNet's channels (:func:`zoo.layers.resnet.resnet`; the ``-small``
     entries). Other arguments as :class:`DeepLabV2`.
     """
     if lsdfn is not None and res5_extra is not None:
         raise ValueError("give either lsdfn (the LS-DFN variant) or your own res5_extra module, not both")
     if lsdfn is not None:
-        depth = _depth(backbone)
+        depth = resnet_depth(backbone)
         res5_channels = max(1, round(512 * width)) * (_RES5_CHANNELS[depth] // 512)
         res5_extra = LSDFNBranch(res5_channels, **lsdfn)
     extra = 0
@@ -274,7 +232,7 @@ def deeplabv2(
     if 1.0 not in tuple(float(v) for v in scales) or fuse not in ("max", "mean"):
         raise ValueError(f"scales must contain 1.0 and fuse be 'max' or 'mean', got {tuple(scales)}, {fuse!r}")
     body = resnet(
-        depth=_depth(backbone),
+        depth=resnet_depth(backbone),
         output_stride=8,
         dilate_first_block=True,
         stride_in_1x1=True,

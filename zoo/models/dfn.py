@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import zoo.video  # noqa: F401  (registers the video-frames presets)
 from zoo.archs import register_arch
 from zoo.ops._checks import check_shape
 from zoo.ops.dynamic_filter import dynamic_local_filter

@@ -19,7 +19,7 @@ Architecture (Caffe layer names kept as module names):
   2K, 4K, 8K, 16K, 32K, 32K -> K, dilations 1, 1, 2, 4, 8, 16, 1, identity initialisation), as the
   released ``ct_*`` layers (42, 42, 84, ..., 672 -> 21 for VOC). ``context=False`` gives the front-end.
 - ``up``: x8 upsampling of the logits by a fixed bilinear deconvolution (k 16, stride 8, pad 4), as
-  ``make_upsample`` (:class:`zoo.models.drn.FixedBilinearUpsample`).
+  ``make_upsample`` (:class:`zoo.layers.FixedBilinearUpsample`).
 
 Deviations from the released Caffe model (documented, not bugs):
 - Context padding: the released deploy net zero-pads the 66 x 66 map ONCE by 33 before ``ct_conv1_1``
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from zoo.archs import register_arch
 from zoo.errors import InputError
-from zoo.models.drn import FixedBilinearUpsample
+from zoo.layers import FixedBilinearUpsample
 from zoo.ops._checks import check_shape
 from zoo.ops.context_module import ContextModule
 

@@ -10,7 +10,7 @@ Architecture (mmseg's, which published the weights):
   ->32->64, each + BN + ReLU, instead of the 7x7 conv) and max-pool 3/2/1, stride on the 3x3 conv of
   a bottleneck ("pytorch" style), layer3 / layer4 unstrided with dilation 2 / 4 and
   ``contract_dilation`` (first block of layer3 at dilation 1, of layer4 at 2): zoo's
-  :class:`~zoo.models.resnet.ResNet` at output stride 8, whose first-block rule is the same, with the
+  :class:`~zoo.layers.resnet.ResNet` at output stride 8, whose first-block rule is the same, with the
   stem replaced (:class:`ResNetV1c`, which overrides ``ResNet.stem``; the convs live in ``deep_stem``);
 - decode head (:class:`DMHead`): one :class:`zoo.ops.dmnet.DynamicConvModule` per filter size
   (1, 3, 5, 7) on layer4 (2048 -> 512 each, no fusion conv as the released configs), concatenated with
@@ -37,9 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from zoo.archs import register_arch
-from zoo.models.resnet import _DEPTHS, Bottleneck, NormSpec, ResNet, make_norm
+from zoo.layers import (RESNET_DEPTHS, BaseDecodeHead, Bottleneck, ConvModule, EncoderDecoder, FCNHead, NormSpec, ResNet,
+                        make_norm)
 from zoo.ops._checks import check_shape
-from zoo.models.segmentation_common import ConvModule, EncoderDecoder, FCNHead, _ClsSeg
 from zoo.ops.dmnet import DynamicConvModule
 
 __all__ = ["DMHead", "DMNet", "ResNetV1c", "dmnet"]
@@ -47,7 +47,7 @@ __all__ = ["DMHead", "DMNet", "ResNetV1c", "dmnet"]
 DMNet = EncoderDecoder  # backbone -> DMHead, auxiliary FCNHead in training
 
 
-class DMHead(_ClsSeg):
+class DMHead(BaseDecodeHead):
     """mmseg ``DMHead``: [x, DCM_k(x) for k in filter_sizes] -> 3x3 bottleneck -> dropout -> conv_seg.
 
     (B, in_channels, h, w) -> (B, num_classes, h, w).
@@ -120,7 +120,7 @@ def dmnet(
     if depth not in (50, 101, 152):
         raise ValueError(f"DMNet depth must be 50, 101 or 152 (ResNetV1c bottleneck), got {depth}")
     norm_layer = make_norm(norm)
-    backbone = ResNetV1c(Bottleneck, _DEPTHS[depth][1], output_stride=8, norm=norm, features_only=True,
+    backbone = ResNetV1c(Bottleneck, RESNET_DEPTHS[depth][1], output_stride=8, norm=norm, features_only=True,
                          out_indices=(3, 4) if aux else (4,))
     c3, c4 = backbone.feature_channels[3], backbone.feature_channels[4]
     head = DMHead(c4, channels, num_classes, filter_sizes, fusion, dropout, norm_layer)

@@ -19,7 +19,7 @@ only renames the ``nn.Sequential`` indices of the segmentation wrapper and adds 
   with ``new_level=False``, so in every released DRN all blocks of a dilated level use (d, d), i.e.
   both 3x3 convs of a BasicBlock (the 3x3 of a Bottleneck) at dilation d. Bottlenecks put the stride
   on the 3x3 conv (torchvision "v1.5").
-- DRN-A-50: ResNet-50 in torchvision's layout (``zoo.models.resnet``) with layer3 / layer4 unstrided
+- DRN-A-50: ResNet-50 in torchvision's layout (``zoo.layers.resnet``) with layer3 / layer4 unstrided
   and dilated 2 / 4; as fyu ``DRN_A._make_layer``, the FIRST block of layer3 AND of layer4 keeps
   dilation 1 (fyu passes no dilation to it), the others use 2 / 4. Its classifier is the ResNet
   ``nn.Linear`` ``fc`` (fyu loads torchvision ResNet-50 keys into it).
@@ -27,8 +27,8 @@ only renames the ``nn.Sequential`` indices of the segmentation wrapper and adds 
   Interpretation choice: fyu uses ``AvgPool2d(28)``, which is the global pool only at 224 x 224 input
   (28 x 28 feature map); zoo uses ``AdaptiveAvgPool2d(1)`` (same result at 224, any size accepted).
 
-Building blocks come from ``zoo.models.resnet`` (``BasicBlock``, ``Bottleneck``, ``ResNet``); the
-non-residual BasicBlock of DRN-C levels 7-8 subclasses ``BasicBlock``.
+Building blocks come from ``zoo.layers`` (``BasicBlock``, ``Bottleneck``, ``ResNet``, the fixed bilinear
+upsampling also used by DilationNet); the non-residual BasicBlock of DRN-C levels 7-8 subclasses ``BasicBlock``.
 
 Segmentation (fyu ``DRNSeg``): ``base`` (the DRN without avgpool/fc) -> ``seg`` (1x1 conv, bias) ->
 ``up``, a depthwise ``ConvTranspose2d(k=16, stride=8, padding=4)`` with FIXED bilinear weights
@@ -42,19 +42,17 @@ gives their widths. DRN-A returns the ResNet feature maps 0..4 (strides 2, 4, 8,
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-import zoo.classification  # noqa: F401  (registers the "classification" presets)
 from zoo.archs import register_arch
-from zoo.models.resnet import BasicBlock, Bottleneck, NormSpec, ResNet, make_norm, resnet
+from zoo.layers import BasicBlock, Bottleneck, FixedBilinearUpsample, NormSpec, ResNet, bilinear_kernel, make_norm, resnet
 from zoo.ops._checks import check_shape
 
-__all__ = ["DRN", "DRNSeg", "FixedBilinearUpsample", "NonResidualBasicBlock", "drn", "drn_seg", "DRN_CONFIGS"]
+__all__ = ["DRN", "DRNSeg", "FixedBilinearUpsample", "NonResidualBasicBlock", "bilinear_kernel", "drn", "drn_seg",
+           "DRN_CONFIGS"]
 
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 _LEVEL_DILATIONS = (1, 1, 1, 1, 2, 4, 2, 1)
@@ -87,47 +85,6 @@ class NonResidualBasicBlock(BasicBlock):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)))
-
-
-def bilinear_kernel(size: int, device=None, dtype=None) -> Tensor:
-    """The (size, size) bilinear interpolation kernel of Caffe's "bilinear" filler / fyu ``fill_up_weights``."""
-    f = math.ceil(size / 2)
-    c = (2 * f - 1 - f % 2) / (2.0 * f)
-    v = 1 - (torch.arange(size, device=device, dtype=torch.float64) / f - c).abs()
-    return torch.outer(v, v).to(dtype or torch.get_default_dtype())
-
-
-class FixedBilinearUpsample(nn.Module):
-    """x``factor`` upsampling by a depthwise transposed convolution with fixed bilinear weights.
-
-    Kernel 2 * factor, stride factor, padding factor // 2 (fyu/drn ``DRNSeg.up``, fyu/dilation
-    ``make_upsample``): (B, C, h, w) -> (B, C, factor * h, factor * w). The weight (C, 1, 2f, 2f) is a
-    persistent buffer named ``weight`` (fyu stores it as a frozen parameter ``up.weight``), so it is
-    never trained and checkpoints carrying it load unchanged.
-    """
-
-    def __init__(self, channels: int, factor: int = 8, device=None, dtype=None) -> None:
-        super().__init__()
-        if factor < 2 or factor % 2:
-            raise ValueError(f"FixedBilinearUpsample: factor must be an even integer >= 2, got {factor}")
-        self.channels, self.factor = channels, factor
-        self.register_buffer("weight", torch.empty(channels, 1, 2 * factor, 2 * factor, device=device, dtype=dtype))
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        if self.weight.is_meta:
-            return
-        k = bilinear_kernel(2 * self.factor, device=self.weight.device, dtype=self.weight.dtype)
-        self.weight.copy_(k.expand_as(self.weight))
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, "B,C,H,W", "x", C=self.channels)
-        return F.conv_transpose2d(x, self.weight.to(x.dtype), stride=self.factor, padding=self.factor // 2,
-                                  groups=self.channels)
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, factor={self.factor}"
 
 
 class DRN(nn.Module):

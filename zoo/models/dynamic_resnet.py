@@ -4,8 +4,8 @@ Papers: Chen et al., "Dynamic Convolution: Attention over Convolution Kernels", 
 (https://arxiv.org/abs/1912.03458); Zhang et al., "DyNet: Dynamic Convolution for Accelerating
 Convolutional Neural Networks", arXiv 2020 (https://arxiv.org/abs/2004.10694). Neither has official code.
 
-Built on :class:`zoo.models.resnet.ResNet` (torchvision layout and keys): the block class is
-:class:`DynamicBasicBlock`, a :class:`~zoo.models.resnet.BasicBlock` whose two 3x3 convs (``conv1`` and
+Built on :class:`zoo.layers.resnet.ResNet` (torchvision layout and keys): the block class is
+:class:`DynamicBasicBlock`, a :class:`~zoo.layers.resnet.BasicBlock` whose two 3x3 convs (``conv1`` and
 ``conv2``) are dynamic. ResNet's ``conv2_factory`` hook alone cannot do this (it only builds ``conv2``;
 ``conv1`` of a BasicBlock is always a static ``nn.Conv2d``), so the block subclass builds ``conv1`` with the
 same factory and passes the hook to the parent for ``conv2``.
@@ -17,7 +17,7 @@ same factory and passes the hook to the parent for ``conv2``.
   unconstrained coefficients FC(GAP(x))).
 
 Small variants (zoo's options, not in the papers): ``width`` scales every stage's channels (64, 128, 256,
-512 x width, rounded; :class:`zoo.models.resnet.ResNet`'s ``width``); ``stem="cifar"`` replaces the
+512 x width, rounded; :class:`zoo.layers.resnet.ResNet`'s ``width``); ``stem="cifar"`` replaces the
 ImageNet stem (7x7 stride-2 conv + 3x3 stride-2 max-pool, /4) by a 3x3 stride-1 conv and no max-pool, the
 usual ResNet layout for 32x32 inputs (CIFAR), so 32x32 images reach layer4 at 4x4 instead of 1x1;
 ``dynamic=False`` builds the same network with plain ``nn.Conv2d`` 3x3 convs (torchvision's BasicBlock, no
@@ -38,7 +38,7 @@ from typing import Callable
 from torch import nn
 
 from zoo.archs import register_arch
-from zoo.models.resnet import BasicBlock, ResNet
+from zoo.layers import BasicBlock, ResNet
 from zoo.ops.dy_conv import DyConv2d
 from zoo.ops.dynet import DyNetConv2d
 

@@ -30,7 +30,7 @@ Outputs: training mode returns the tuple ``(flow2, flow3, flow4, flow5, flow6)``
 (for the multi-scale loss on targets / div_flow, weights 0.005, 0.01, 0.02, 0.08, 0.32). Eval mode
 returns ``div_flow * upsample_x4(flow2)`` (bilinear, align_corners=False, as flownet2-pytorch and
 ptlflow): (B, 2, H, W) flow in pixels at the network input size (the padded size); the
-``optical-flow`` postprocess crops it to the original image (see :mod:`zoo.flow`).
+``optical-flow`` postprocess crops it to the original image (see :mod:`zoo.tasks.optical_flow`).
 
 Inputs: a (B, 6, H, W) tensor, frame 1 then frame 2, already normalised by the ``optical-flow``
 transforms; H and W must be multiples of 64 (:class:`~zoo.errors.InputError` otherwise). ptlflow
@@ -60,7 +60,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import zoo.flow  # noqa: F401  (registers the "optical-flow" transforms / postprocess presets)
 from zoo.archs import register_arch
 from zoo.errors import InputError
 from zoo.flow import resize_flow
@@ -196,7 +195,7 @@ class FlowNet(nn.Module):
         if s["H"] % 64 or s["W"] % 64 or s["H"] == 0 or s["W"] == 0:
             raise InputError(
                 f"FlowNet input height and width must be positive multiples of 64, got {s['H']} x {s['W']}; "
-                "pad the pair with the 'optical-flow' transforms (zoo.flow.OpticalFlowTransforms)"
+                "pad the pair with the 'optical-flow' transforms (zoo.tasks.optical_flow.OpticalFlowTransforms)"
             )
 
     def multiscale(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -41,9 +41,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import zoo.saliency  # noqa: F401  (registers the rgbd-saliency presets)
 from zoo.archs import register_arch
-from zoo.models.resnet import ResNet, resnet
+from zoo.layers import ResNet, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.depth_dc import DDPM, BasicConv2d, DenseLayer
 

@@ -49,15 +49,13 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-import zoo.detection  # noqa: F401  (registers the "detection" transforms / postprocess presets)
 from zoo.archs import register_arch
 from zoo.errors import InputError
-from zoo.models.resnet import Conv2Factory, freeze_stages, resnet
+from zoo.layers import Conv2Factory, DeviceAnchorGenerator, freeze_stages, resnet
 from zoo.ops.deform_conv import DeformConv2d, ModulatedDeformConv2d
 from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool
 
@@ -160,15 +158,6 @@ class MultiScaleDeformRoIPool(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- backbone
-class _AnchorGenerator(AnchorGenerator):
-    """torchvision's AnchorGenerator whose cell anchors are recomputed on the input's device/dtype at
-    every call (so a model built on the meta device and loaded afterwards works)."""
-
-    def set_cell_anchors(self, dtype: torch.dtype, device: torch.device) -> None:
-        self.cell_anchors = [self.generate_anchors(size, ratios, dtype, device)
-                             for size, ratios in zip(self.sizes, self.aspect_ratios)]
-
-
 def dcn_conv2_factory(kind: str, stages: Sequence[int] = (2, 3, 4), deform_groups: int = 1) -> Conv2Factory:
     """A ResNet ``conv2_factory`` making conv2 of every block of ``stages`` a deformable conv.
 
@@ -215,7 +204,7 @@ def _detector_parts(depth: int, dcn: str | None, dcn_stages: Sequence[int], roi_
     if roi_pool not in _POOLS:
         raise ValueError(f"roi_pool must be one of {_POOLS}, got {roi_pool!r}")
     backbone = resnet_fpn_backbone(depth=depth, dcn=dcn, dcn_stages=dcn_stages, trainable_layers=trainable_layers)
-    anchors = _AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+    anchors = DeviceAnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
     names, strides = ["0", "1", "2", "3"], (4, 8, 16, 32)
     box_pool = MultiScaleDeformRoIPool(names, 7, strides, kind=roi_pool, channels=backbone.out_channels,
                                        sampling_ratio=sampling_ratio, deform_fc_channels=deform_fc_channels)

@@ -37,7 +37,7 @@ What it computes
    reference tester).
 5. Output (eval): one dict per image, ``boxes`` (K, 4) x1y1x2y2 in input pixels, ``scores`` (K,),
    ``labels`` (K,) int64. With ``num_classes=81`` (COCO, background 0 + 80 contiguous classes as the
-   reference) labels are COCO category ids 1..90 (``zoo.converters.mmdet_rcnn.COCO_IDS``), as every
+   reference) labels are COCO category ids 1..90 (``zoo.data.coco.COCO_IDS``), as every
    zoo detector; with any other ``num_classes`` they are the contiguous class indices 1..C.
    Training (``model(images, targets)``, target labels in the same convention) returns torchvision's
    loss dict ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``.
@@ -46,7 +46,7 @@ LS-DFN (``lsdfn={...}``)
 ------------------------
 The LS-DFN paper inserts the layer "right between the feature extractor and the detection head,
 producing C' dynamic features ... concatenated with original features before fed into detection head",
-with C' = 24 (seed 000). Here :class:`zoo.models.deeplab.LSDFNBranch` (1x1 conv 2048 -> 256 + ReLU, then
+with C' = 24 (seed 000). Here :class:`zoo.layers.LSDFNBranch` (1x1 conv 2048 -> 256 + ReLU, then
 :class:`zoo.ops.lsdfn.LSDFN` 256 -> C') reads res5c (C5) and its output is concatenated after C5's 2048
 channels, so ``conv_new_1`` takes 2048 + C' channels. Choices the paper leaves open, taken from its
 DeepLab setting: k = 3, s = 5, gamma = 3 and the 256-channel reduction (an LS-DFN reading 2048 channels
@@ -84,13 +84,10 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import ps_roi_pool
 
-import zoo.detection  # noqa: F401  (registers the "detection" transforms / postprocess presets)
 from zoo.archs import register_arch
-from zoo.converters.mmdet_rcnn import COCO_IDS
+from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
-from zoo.models.deeplab import LSDFNBranch
-from zoo.models.rcnn import _AnchorGenerator
-from zoo.models.resnet import resnet
+from zoo.layers import DeviceAnchorGenerator, LSDFNBranch, resnet
 
 __all__ = ["RFCN", "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads", "ps_roi_vote", "rfcn"]
 
@@ -326,7 +323,7 @@ def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mappin
          box_batch_size_per_image: int = 300, ohem_rois: int | None = 128, box_score_thresh: float = 1e-3,
          box_nms_thresh: float = 0.3, box_detections_per_img: int = 100) -> RFCN:
     """R-FCN (ResNet ``depth``, res5 dilated, 7x7 PS RoI pooling) with random init; ``lsdfn``: keyword
-    arguments of :class:`zoo.models.deeplab.LSDFNBranch` (``out_channels`` C', ``reduce_channels``,
+    arguments of :class:`zoo.layers.LSDFNBranch` (``out_channels`` C', ``reduce_channels``,
     ``kernel_size``, ``samples_per_side``, ``sample_stride``, LS-DFN options) adding the LS-DFN branch
     on res5. ``num_classes`` counts the background (COCO 81). ``image_mean`` / ``image_std`` are on
     torchvision's [0, 1] scale (default: the reference's ``255 * x - PIXEL_MEANS``). Remaining arguments
@@ -336,7 +333,7 @@ def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mappin
     transform = GeneralizedRCNNTransform(min_size, max_size, mean, std, size_divisible=size_divisible)
     backbone = RFCNBackbone(depth, trainable_layers)
     c4, c5 = backbone.channels
-    anchors = _AnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),))
+    anchors = DeviceAnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),))
     rpn = _C4RegionProposalNetwork(
         anchors, RFCNRPNHead(c4, anchors.num_anchors_per_location()[0]), 0.7, 0.3, rpn_batch_size_per_image, 0.5,
         {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},

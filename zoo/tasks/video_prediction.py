@@ -1,4 +1,6 @@
-"""The ``video-frames`` transforms and post-processing presets (video prediction, e.g. ``dfn-moving-mnist``).
+"""Video prediction (e.g. ``dfn-moving-mnist``): the ``video-frames`` transforms and post-processing presets.
+
+zoo neither evaluates, trains nor predicts (``zoo predict``) this task; the model cards show the Python API.
 
 Frames are (B, T, 1, H, W) grey sequences, uint8 in [0, 255] or float in [0, 1]; (B, T, H, W) is accepted.
 """
@@ -6,14 +8,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.errors import InputError
-from zoo.transforms import register_postprocess, register_transform
+from zoo.tasks.base import Task
+from zoo.tasks.preprocess import unit_float
 
-__all__ = ["VideoFramesTransforms", "VideoFramesPostprocess"]
+__all__ = ["VIDEO_PREDICTION", "VideoFramesTransforms", "VideoFramesPostprocess"]
 
 
 def _to_frames(frames: Tensor) -> Tensor:
@@ -23,11 +25,7 @@ def _to_frames(frames: Tensor) -> Tensor:
         frames = frames.unsqueeze(2)
     if frames.dim() != 5 or frames.shape[2] != 1:
         raise InputError(f"frames must have shape (B, T, 1, H, W) or (B, T, H, W), got {tuple(frames.shape)}")
-    if frames.dtype == torch.uint8:
-        return frames.float().div_(255.0)
-    if not frames.is_floating_point():
-        raise InputError(f"frames must be uint8 in [0, 255] or floating point in [0, 1], got {frames.dtype}")
-    return frames
+    return unit_float(frames, "frames")
 
 
 def _resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
@@ -38,7 +36,6 @@ def _resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
     return out.view(b, t, 1, *size)
 
 
-@register_transform("video-frames")
 class VideoFramesTransforms(nn.Module):
     """Frames (B, T, 1, H, W) / (B, T, H, W), uint8 or float in [0, 1] -> float (B, T, 1, size, size)."""
 
@@ -51,10 +48,17 @@ class VideoFramesTransforms(nn.Module):
         return x if self.size is None else _resize(x, (self.size, self.size))
 
 
-@register_postprocess("video-frames")
 class VideoFramesPostprocess(nn.Module):
     """Predicted frames (B, T, 1, h, w) -> clamped to [0, 1], resized to ``size`` -> (B, T, 1, H, W)."""
 
     def forward(self, output: Tensor, size: Sequence[int]) -> Tensor:
         frames = _to_frames(output)
         return _resize(frames.clamp(0, 1), tuple(int(v) for v in size[-2:]))
+
+
+VIDEO_PREDICTION = Task(
+    name="video-prediction",
+    headline_metrics=("MSE", "PSNR"),
+    transforms={"video-frames": VideoFramesTransforms},
+    postprocess={"video-frames": VideoFramesPostprocess},
+)

@@ -1,42 +1,21 @@
-"""Parts shared by the mmseg-style segmentation families (DMNet, CaC-Net): mmcv ``ConvModule``,
-mmseg's ``cls_seg`` / ``FCNHead`` and the encoder-decoder wrapper, with mmseg's key names."""
+"""Segmentation decode heads and the encoder-decoder segmenter: mmseg's ``BaseDecodeHead`` classifier,
+``FCNHead`` and ``EncoderDecoder`` (with mmseg's key names), and torchvision's FCN head."""
 from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
-from zoo.models.resnet import ResNet
-from zoo.ops._checks import check_shape
+from zoo.layers.conv import ConvModule
+from zoo.layers.resnet import ResNet
+from zoo.checks import check_shape
 
-__all__ = ["ConvModule", "EncoderDecoder", "FCNHead"]
-
-
-class ConvModule(nn.Module):
-    """Conv (no bias) + norm + ReLU with mmcv ``ConvModule`` names (``conv``, ``bn``); mmcv init
-    (kaiming normal fan_out for the conv, norm weight 1 / bias 0)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, padding: int = 0,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
-        self.bn = norm_layer(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        if isinstance(getattr(self.bn, "weight", None), torch.Tensor):
-            nn.init.ones_(self.bn.weight)
-            nn.init.zeros_(self.bn.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.activate(self.bn(self.conv(x)))
+__all__ = ["BaseDecodeHead", "EncoderDecoder", "FCNHead", "fcn_head"]
 
 
-class _ClsSeg(nn.Module):
-    """mmseg ``BaseDecodeHead.cls_seg``: Dropout2d(dropout) -> 1x1 ``conv_seg`` (init N(0, 0.01), bias 0)."""
+class BaseDecodeHead(nn.Module):
+    """mmseg ``BaseDecodeHead``'s classifier ``cls_seg``: Dropout2d(dropout) -> 1x1 ``conv_seg`` (init N(0, 0.01),
+    bias 0). Decode heads subclass it and end their ``forward`` with ``self.cls_seg(x)``."""
 
     def __init__(self, channels: int, num_classes: int, dropout: float) -> None:
         super().__init__()
@@ -52,7 +31,7 @@ class _ClsSeg(nn.Module):
         return self.conv_seg(self.dropout(x) if self.dropout is not None else x)
 
 
-class FCNHead(_ClsSeg):
+class FCNHead(BaseDecodeHead):
     """mmseg ``FCNHead`` (num_convs 1, kernel 3, no concat_input): (B, in, h, w) -> (B, K, h, w)."""
 
     def __init__(self, in_channels: int = 1024, channels: int = 256, num_classes: int = 150,
@@ -87,3 +66,16 @@ class EncoderDecoder(nn.Module):
         if self.auxiliary_head is not None:
             result["aux"] = self.auxiliary_head(feats[0])
         return result
+
+
+def fcn_head(in_channels: int, num_classes: int, norm_layer: Callable[[int], nn.Module]) -> nn.Sequential:
+    """torchvision's ``FCNHead`` (DeepLab v3's auxiliary classifier): 3x3 conv to in/4 channels, norm, ReLU,
+    Dropout(0.1), 1x1 conv to ``num_classes``; keys ``0..4``."""
+    inter = in_channels // 4
+    return nn.Sequential(
+        nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+        norm_layer(inter),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Conv2d(inter, num_classes, 1),
+    )

@@ -1,0 +1,16 @@
+"""Blocks that several model families share, composed from :mod:`zoo.ops` (and imported by :mod:`zoo.models`).
+
+A block belongs here once a second family uses it; a block only one family uses stays in its model file.
+"""
+from zoo.layers.anchors import DeviceAnchorGenerator
+from zoo.layers.conv import ConvModule
+from zoo.layers.heads import BaseDecodeHead, EncoderDecoder, FCNHead, fcn_head
+from zoo.layers.lsdfn_branch import LSDFNBranch
+from zoo.layers.norm import NormSpec, make_norm
+from zoo.layers.resnet import (RESNET_DEPTHS, BasicBlock, Bottleneck, Conv2Factory, ResNet, freeze_stages, resnet,
+                               resnet_depth)
+from zoo.layers.upsample import FixedBilinearUpsample, bilinear_kernel
+
+__all__ = ["BaseDecodeHead", "BasicBlock", "Bottleneck", "Conv2Factory", "ConvModule", "DeviceAnchorGenerator",
+           "EncoderDecoder", "FCNHead", "FixedBilinearUpsample", "LSDFNBranch", "NormSpec", "RESNET_DEPTHS", "ResNet",
+           "bilinear_kernel", "fcn_head", "freeze_stages", "make_norm", "resnet", "resnet_depth"]
