@@ -300,3 +300,23 @@ def test_atomic_output_is_complete_or_untouched(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_atomic(tmp_path / "missing-dir" / "x", "x")
 
+
+
+def test_zoo_writes_files_only_through_temporary_paths():
+    """Audit: every write of a file by zoo/ goes to a temporary path that is then renamed (atomic_output,
+    or a `tmp` / `partial` name followed by os.replace), so no output is ever half-written."""
+    import re
+    from pathlib import Path
+
+    writes = re.compile(r"(\.write_text\(|\.write_bytes\(|save_file\(|torch\.save\(|torch\.export\.save\()")
+    allowed = {("benchmark.py", "/proc/self/clear_refs")}  # a kernel control file, not an output
+    offenders = []
+    root = Path(__file__).resolve().parents[1] / "zoo"
+    for path in sorted(root.rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not writes.search(line) or line.lstrip().startswith(("#", '"', "'")):
+                continue
+            if re.search(r"\b(tmp|partial|side)\b", line) or any(path.name == f and s in line for f, s in allowed):
+                continue
+            offenders.append(f"{path.relative_to(root.parent)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from zoo.io import write_atomic
 from zoo._version import __version__
 from zoo.distributed import rank_and_world
 from zoo.factory import create, parse_overrides
@@ -155,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             text = json.dumps(result, indent=2)
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(text + "\n")
+                write_atomic(args.out, text + "\n")
             summary = {k: v for k, v in result.items() if k not in ("confusion", "iou", "per_pair", "per_image")}
             print(json.dumps(summary), file=sys.stdout)
         return result

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from zoo.io import write_atomic
 from zoo.errors import InputError
 from zoo.checks import check_floating, check_shape
 
@@ -72,7 +73,7 @@ def write_flo(flow: torch.Tensor, path: str | Path) -> None:
         hw2 = hw2.view(torch.uint8).view(-1, 4).flip(1).contiguous().view(torch.float32)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<fii", FLO_MAGIC, width, height) + hw2.numpy().tobytes())
+    write_atomic(path, struct.pack("<fii", FLO_MAGIC, width, height) + hw2.numpy().tobytes())
 
 
 # ----------------------------------------------------------------------------------------- metrics

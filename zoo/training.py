@@ -60,6 +60,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.io import write_atomic
 from zoo.checkpoints import Checkpointer, save_weights, warm_start
 from zoo.data.positions import PositionStream, StepBatchSampler, collate
 from zoo.distributed import rank_and_world
@@ -322,7 +323,7 @@ def _prepare(cfg: TrainConfig) -> _Session:
     if cfg.eval_data and cfg.eval_every > 0:
         eval_set = dataset_from_spec(cfg.eval_data, size=tuple(cfg.size), seed=cfg.seed + 10**6, split="val")
     if rank == 0:
-        (out / "config.json").write_text(json.dumps(_config_dict(cfg), indent=2) + "\n")
+        write_atomic(out / "config.json", json.dumps(_config_dict(cfg), indent=2) + "\n")
     return _Session(cfg, out, device, rank, world, model, ddp_model, training, run, optimizer, scheduler,
                     checkpointer, loader, start, eval_set)
 
@@ -339,7 +340,7 @@ def _initial_model(cfg: TrainConfig, out: Path, rank: int, device: torch.device)
     if cfg.warm_start:
         report = warm_start(model, cfg.warm_start)
         if rank == 0:
-            (out / "warm_start.json").write_text(json.dumps(report, indent=2) + "\n")
+            write_atomic(out / "warm_start.json", json.dumps(report, indent=2) + "\n")
     return model
 
 
@@ -367,7 +368,7 @@ def _class_weight(cfg: TrainConfig, training: Training, stream: Dataset, model: 
     weight = training.class_weights(stream, cfg.num_classes or model.info.args["num_classes"])
     weight = weight.to(next(model.parameters()).device)
     if rank == 0:
-        (out / "class_weights.json").write_text(json.dumps([round(float(v), 6) for v in weight]) + "\n")
+        write_atomic(out / "class_weights.json", json.dumps([round(float(v), 6) for v in weight]) + "\n")
     return weight
 
 
