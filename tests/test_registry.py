@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 import yaml
 
 import zoo
@@ -63,6 +64,30 @@ def test_shipped_registry_file_is_schema_versioned():
     assert doc["schema_version"] == SCHEMA_VERSION
 
 
+def test_every_shipped_entry_has_a_minimum_input_size_and_says_why_it_cannot_export():
+    for info in default_registry():
+        assert info.min_input_size is not None and info.min_input_size >= 16, info.name
+        assert info.exportable or (info.export_note and len(info.export_note) > 20), info.name
+
+
+@pytest.mark.parametrize("name, raw", [
+    ("dy-resnet-digits", lambda: torch.zeros(1, 3, 31, 64, dtype=torch.uint8)),
+    ("deeplabv2-lsdfn-small", lambda: torch.zeros(2, 3, 64, 20, dtype=torch.uint8)),
+    ("flownets-small", lambda: torch.zeros(1, 2, 3, 48, 96, dtype=torch.uint8)),
+    ("dfn-moving-mnist", lambda: torch.zeros(1, 10, 1, 8, 8)),
+    ("hdfnet-vgg16", lambda: (torch.zeros(1, 3, 16, 40, dtype=torch.uint8), torch.zeros(1, 1, 16, 40, dtype=torch.uint8))),
+    ("faster-rcnn-r50-dcn", lambda: [torch.zeros(3, 64, 64), torch.zeros(3, 10, 64)]),
+])
+def test_the_transforms_refuse_inputs_below_the_entrys_minimum(name, raw):
+    from zoo.errors import InputError
+
+    transforms = zoo.get_transforms(name)
+    minimum = zoo.model_info(name).min_input_size
+    inputs = raw()
+    with pytest.raises(InputError, match=f"smaller than the minimum {minimum} x {minimum}"):
+        transforms(*inputs) if isinstance(inputs, tuple) else transforms(inputs)
+
+
 # --- validation errors name the entry and the field ------------------------------------------------
 @pytest.mark.parametrize("path,value,field", [
     ("task", "segmentation", "task"),
@@ -74,6 +99,9 @@ def test_shipped_registry_file_is_schema_versioned():
     ("input_size", [3, 0, 5], "input_size"),
     ("transforms.preset", KeyError, "transforms.preset"),
     ("exportable", "yes", "exportable"),
+    ("export_note", 3, "export_note"),
+    ("min_input_size", 0, "min_input_size"),
+    ("min_input_size", "32", "min_input_size"),
     ("weights.default", "t2", "weights.default"),
     ("weights.tags.t1.hub.revision", "main", "weights.tags.t1.hub.revision"),
     ("weights.tags.t1.hub.sha256", "B" * 64, "weights.tags.t1.hub.sha256"),

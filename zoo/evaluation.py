@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
                 spec = model.info.transforms
                 spec = Preset(spec.preset, {**spec.args, **parse_overrides(args.transform_arg, "--transform-arg")})
-                object.__setattr__(model, "transforms", build_transforms(spec, model.info.name))
+                object.__setattr__(model, "transforms", build_transforms(spec, model.info.name, model.info.min_input_size))
         elif "image1" in dataset[0]:
             task = OPTICAL_FLOW.name
         else:

@@ -127,7 +127,7 @@ def export(name: str, out: str | Path, *, format: Literal["onnx", "pt2"] = "onnx
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     info = model_info(name)
     if not info.exportable:
-        raise ExportError(f"{info.name!r} is not exportable: {info.export_note}")
+        raise ExportError(f"{info.name!r} is not exportable: {info.export_note or 'registry field exportable: false'}")
     entry, tag, sha256 = _weights(name, random_init)
     out = Path(out)
     if out.is_dir():

@@ -53,7 +53,7 @@ def model_info(name: str) -> ModelInfo:
 def get_transforms(name: str) -> nn.Module:
     """The inference transforms of ``name`` without building the model."""
     info = model_info(name)
-    return build_transforms(info.transforms, info.name)
+    return build_transforms(info.transforms, info.name, info.min_input_size)
 
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
@@ -197,7 +197,7 @@ def _attach(model: nn.Module, info: ModelInfo, tag: str | None, classes_changed:
     w = info.weights[tag] if tag is not None else None
     names = categories(w.categories) if w is not None and w.categories and not classes_changed else None
     # object.__setattr__ keeps transforms out of the model's state dict and module tree.
-    object.__setattr__(model, "transforms", build_transforms(info.transforms_for(tag), info.name))
+    object.__setattr__(model, "transforms", build_transforms(info.transforms_for(tag), info.name, info.min_input_size))
     object.__setattr__(model, "postprocess", build_postprocess(info.postprocess, info.name))
     object.__setattr__(model, "info", info)
     object.__setattr__(model, "weights_tag", tag)

@@ -24,7 +24,8 @@ Schema (``schema_version: 2``; CONTRIBUTING.md has the migration note from 1)::
         transforms: <presets id> | {preset: <name>, args: {...}}
         postprocess: <presets id> | {preset: <name>, args: {...}}
         exportable: true|false     # tested under torch.export and `zoo export` (ONNX)
-        export_note: <why not>     # required when exportable is false
+        export_note: <why not>     # when exportable is false (every shipped entry has one)
+        min_input_size: <pixels>   # smaller inputs are refused by the transforms (optional)
         weights:
           default: <tag> | null    # null only when there are no tags or only warm-start tags
           tags:
@@ -237,6 +238,7 @@ class ModelInfo:
     classifier: tuple[str, ...] = ()
     source: str = "registry.yaml"
     export_note: str | None = None
+    min_input_size: int | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -375,7 +377,7 @@ class Tables:
 
 _ENTRY_FIELDS = {
     "task", "arch", "args", "classifier", "paper", "license", "card", "input_size", "transforms",
-    "postprocess", "exportable", "export_note", "weights",
+    "postprocess", "exportable", "export_note", "min_input_size", "weights",
 }
 _TAG_FIELDS = {"source", "license", "hub", "upstream", "manual", "warm_start", "args", "transforms",
                "categories", "metrics"}
@@ -459,8 +461,9 @@ def parse_entry(name: str, raw: Any, source: str = "registry.yaml", *, tables: T
 
     exportable = c.get(raw, "exportable", bool, "exportable")
     export_note = c.get(raw, "export_note", str, "export_note", optional=True)
-    if not exportable and not export_note:
-        raise c.fail("export_note", "is required when exportable is false: say why the entry cannot be exported")
+    min_input_size = c.get(raw, "min_input_size", int, "min_input_size", optional=True)
+    if min_input_size is not None and min_input_size < 1:
+        raise c.fail("min_input_size", f"must be a positive number of pixels, got {min_input_size}")
     return ModelInfo(
         name=name,
         task=task,
@@ -475,6 +478,7 @@ def parse_entry(name: str, raw: Any, source: str = "registry.yaml", *, tables: T
         postprocess=_parse_preset(c, c.get(raw, "postprocess", (str, Mapping), "postprocess"), "postprocess", tables),
         exportable=exportable,
         export_note=export_note,
+        min_input_size=min_input_size,
         weights=MappingProxyType(weights),
         default_tag=default,
         classifier=tuple(classifier),

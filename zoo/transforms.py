@@ -9,6 +9,7 @@ for its presets to exist); users add their own with :func:`register_transform` /
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -44,20 +45,25 @@ def register_postprocess(name: str) -> Callable[[type[nn.Module]], type[nn.Modul
     return add
 
 
-def _build(table: dict[str, type[nn.Module]], spec: Preset, field: str, owner: str) -> nn.Module:
+def _build(table: dict[str, type[nn.Module]], spec: Preset, field: str, owner: str,
+           min_size: int | None = None) -> nn.Module:
     if spec.preset not in table:
         raise RegistryError(
             f"entry {owner!r}, field '{field}.preset': unknown preset {spec.preset!r}; known: {', '.join(sorted(table))}"
         )
+    args = thaw(spec.args)
+    if min_size is not None and "min_size" not in args and "min_size" in inspect.signature(table[spec.preset]).parameters:
+        args["min_size"] = min_size
     try:
-        return table[spec.preset](**thaw(spec.args))
+        return table[spec.preset](**args)
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"entry {owner!r}, field '{field}.args': {exc}") from None
 
 
-def build_transforms(spec: Preset, owner: str = "?") -> nn.Module:
-    """The transforms preset ``spec`` of the entry called ``owner`` (for messages)."""
-    return _build(_TRANSFORMS, spec, "transforms", owner)
+def build_transforms(spec: Preset, owner: str = "?", min_size: int | None = None) -> nn.Module:
+    """The transforms preset ``spec`` of the entry called ``owner`` (for messages); ``min_size`` (the
+    entry's ``min_input_size``) goes to presets that take it unless ``spec`` sets it."""
+    return _build(_TRANSFORMS, spec, "transforms", owner, min_size)
 
 
 def build_postprocess(spec: Preset, owner: str = "?") -> nn.Module:

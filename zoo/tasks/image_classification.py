@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from zoo.data.positions import PositionStream
 from zoo.errors import InputError
 from zoo.tasks.base import Predict, Task, Training, TrainingRun, run_samples
-from zoo.tasks.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalize, resize_shorter_side, to_float_batch
+from zoo.tasks.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalize, check_input_args, resize_shorter_side, to_float_batch
 
 __all__ = ["IMAGE_CLASSIFICATION", "IMAGENET_MEAN", "IMAGENET_STD", "ClassificationPostprocess",
            "ClassificationTransforms", "ClassificationStream", "center_crop", "evaluate_classification"]
@@ -53,20 +53,23 @@ class ClassificationTransforms(nn.Module):
     """Images (B x 3 x H x W uint8 [0, 255] or float [0, 1], RGB) -> (B, 3, crop, crop) network input.
 
     ``resize=None`` skips the resize, ``crop=None`` the crop (then any image size passes through).
-    ``mean``/``std``/``pixel_range``/``channel_order`` as :class:`zoo.tasks.preprocess.Normalize`.
+    ``mean``/``std``/``pixel_range``/``channel_order`` as :class:`zoo.tasks.preprocess.Normalize`;
+    images below ``min_size`` pixels high or wide are refused (the entry's ``min_input_size``).
     """
 
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  resize: int | None = 256, crop: int | None = 224, pixel_range: float = 1.0,
-                 channel_order: str = "rgb"):
+                 channel_order: str = "rgb", min_size: int | None = None):
         super().__init__()
+        check_input_args(1.0, min_size)
+        self.min_size = min_size
         if resize is not None and crop is not None and crop > resize:
             raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
         self.resize, self.crop = resize, crop
         self.normalize = Normalize(mean, std, pixel_range, channel_order)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = to_float_batch(images)
+        x = to_float_batch(images, min_size=self.min_size)
         if self.resize is not None:
             x = resize_shorter_side(x, self.resize)
         if self.crop is not None:

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from zoo.errors import InputError
 from zoo.tasks.base import Predict, Task, run_samples
-from zoo.tasks.preprocess import to_float_batch
+from zoo.tasks.preprocess import check_input_args, to_float_batch
 
 __all__ = ["OBJECT_DETECTION", "DetectionPostprocess", "DetectionTransforms", "COCO_STATS", "coco_results",
            "evaluate_detection", "detection_inputs"]
@@ -48,18 +48,24 @@ class DetectionTransforms(nn.Module):
 
     Input: a B x 3 x H x W (or 3 x H x W) tensor, uint8 in [0, 255] or float in [0, 1], RGB; or a list
     of 3 x H_i x W_i images of different sizes. Resizing and normalisation happen inside the model.
+    Images below ``min_size`` pixels high or wide are refused (the entry's ``min_input_size``).
     """
+
+    def __init__(self, min_size: int | None = None) -> None:
+        super().__init__()
+        check_input_args(1.0, min_size)
+        self.min_size = min_size
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> list[Tensor]:
         if isinstance(images, Tensor):
-            return list(to_float_batch(images).unbind(0))
+            return list(to_float_batch(images, min_size=self.min_size).unbind(0))
         if not isinstance(images, (list, tuple)) or not images:
             raise InputError("detection transforms take a B x 3 x H x W tensor or a non-empty list of 3 x H x W images")
         out = []
         for i, image in enumerate(images):
             if not isinstance(image, Tensor) or image.dim() != 3:
                 raise InputError(f"images[{i}] must be a 3 x H x W tensor, got {getattr(image, 'shape', type(image))}")
-            out.append(to_float_batch(image, f"images[{i}]")[0])
+            out.append(to_float_batch(image, f"images[{i}]", min_size=self.min_size)[0])
         return out
 
 

@@ -44,7 +44,7 @@ from zoo.errors import InputError, ZooError
 from zoo.flow import epe, flow_to_color, outlier_rate, padded_size, resize_flow, write_flo
 from zoo.checks import check_shape
 from zoo.tasks.base import Predict, Task, Training, TrainingRun
-from zoo.tasks.preprocess import unit_float
+from zoo.tasks.preprocess import check_input_args, check_min_size, unit_float
 
 __all__ = ["OPTICAL_FLOW", "OpticalFlowTransforms", "OpticalFlowPostprocess", "evaluate_flow", "FLOWNET_WEIGHTS",
            "multiscale_epe_loss", "full_res_epe", "FlowStream"]
@@ -91,12 +91,15 @@ class OpticalFlowTransforms(nn.Module):
     ``mean``: ``"pair"`` (default): per pair and channel over both frames, as flownet2-pytorch's
     ``rgb_mean`` (and the training notes); ``"image"``: per frame and channel, as ptlflow's FlowNet;
     three floats: a fixed mean in [0, 1] units in ``channel_order`` (FlowNetPytorch's training script
-    uses (0.45, 0.432, 0.411)); ``None``: no subtraction (mmflow).
+    uses (0.45, 0.432, 0.411)); ``None``: no subtraction (mmflow). Frames below ``min_size`` pixels
+    high or wide are refused (the entry's ``min_input_size``).
     """
 
     def __init__(self, mean: str | Sequence[float] | None = "pair", channel_order: str = "rgb",
-                 multiple: int = 64, pad_mode: str = "replicate") -> None:
+                 multiple: int = 64, pad_mode: str = "replicate", min_size: int | None = None) -> None:
         super().__init__()
+        check_input_args(1.0, min_size)
+        self.min_size = min_size
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if isinstance(mean, str):
@@ -118,7 +121,8 @@ class OpticalFlowTransforms(nn.Module):
         self.register_buffer("fixed_mean", torch.tensor(fixed).view(1, 1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Any) -> torch.Tensor:
-        x = _as_pairs(images)                                                # (B, 2, 3, H, W)
+        x = _as_pairs(images)
+        check_min_size(x, self.min_size, "frames")                                                # (B, 2, 3, H, W)
         if self.channel_order == "bgr":
             x = x.flip(2)
         if self.mean_mode == "pair":

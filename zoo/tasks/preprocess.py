@@ -33,6 +33,15 @@ def check_input_args(input_range: float, min_size: int | None) -> None:
         raise ValueError(f"min_size must be None or a positive int (pixels), got {min_size!r}")
 
 
+def check_min_size(x: torch.Tensor, min_size: int | None, name: str = "images") -> None:
+    """:class:`InputError` when the last two dims of ``x`` (H, W) are below ``min_size`` (shape only)."""
+    h, w = x.shape[-2:]
+    if min_size is not None and (h < min_size or w < min_size):
+        raise InputError(f"{name} are {h} x {w} (H x W) pixels, smaller than the minimum {min_size} x {min_size} "
+                         "this model takes (registry field min_input_size); use larger images or upsample them "
+                         "first (torch.nn.functional.interpolate)")
+
+
 def to_float_batch(images: torch.Tensor, name: str = "images", *, input_range: float = 1.0,
                    min_size: int | None = None) -> torch.Tensor:
     """B x 3 x H x W (or 3 x H x W) uint8 in [0, 255] or float in [0, input_range] -> float B x 3 x H x W in [0, 1].
@@ -56,10 +65,7 @@ def to_float_batch(images: torch.Tensor, name: str = "images", *, input_range: f
     h, w = images.shape[-2:]
     if h == 0 or w == 0:
         raise InputError(f"{name} are empty: {h} x {w} (H x W) pixels, shape {tuple(images.shape)}")
-    if min_size is not None and (h < min_size or w < min_size):
-        raise InputError(f"{name} are {h} x {w} (H x W) pixels, smaller than the minimum {min_size} x {min_size} "
-                         "these transforms take; use larger images or upsample them first "
-                         "(torch.nn.functional.interpolate)")
+    check_min_size(images, min_size, name)
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     if not images.is_floating_point():

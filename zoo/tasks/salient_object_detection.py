@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from zoo.errors import InputError
 from zoo.saliency import f_measure_adaptive, f_measure_curve, mae, s_measure
 from zoo.tasks.base import Predict, Task, image_inputs, run_samples
-from zoo.tasks.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalize, to_float_batch, unit_float
+from zoo.tasks.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalize, check_input_args, to_float_batch, unit_float
 
 __all__ = ["SALIENT_OBJECT_DETECTION", "RGBDSaliencyTransforms", "SaliencyPostprocess", "evaluate_saliency"]
 
@@ -48,17 +48,20 @@ class RGBDSaliencyTransforms(nn.Module):
     """(rgb, depth) -> (ImageNet-normalised rgb, depth in [0, 1]), both resized to ``size`` x ``size``.
 
     rgb: (B, 3, H, W) or (3, H, W) uint8 or float in [0, 1]; depth: (B, 1, H, W), (B, H, W) or (H, W)
-    uint8 or float in [0, 1], same batch and H x W as rgb. ``size=None`` keeps the input size.
+    uint8 or float in [0, 1], same batch and H x W as rgb. ``size=None`` keeps the input size. Inputs
+    below ``min_size`` pixels high or wide are refused (the entry's ``min_input_size``).
     """
 
     def __init__(self, size: int | None = 320, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, min_size: int | None = None) -> None:
         super().__init__()
+        check_input_args(1.0, min_size)
+        self.min_size = min_size
         self.size = size
         self.normalize = Normalize(mean, std)
 
     def forward(self, rgb: Tensor, depth: Tensor) -> tuple[Tensor, Tensor]:
-        x = to_float_batch(rgb, "rgb")
+        x = to_float_batch(rgb, "rgb", min_size=self.min_size)
         d = _depth_batch(depth).to(x.dtype)
         if d.shape[0] != x.shape[0] or d.shape[-2:] != x.shape[-2:]:
             raise InputError(f"rgb {tuple(x.shape)} and depth {tuple(d.shape)} must have the same batch and size")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from zoo.errors import InputError
 from zoo.tasks.base import Task
-from zoo.tasks.preprocess import unit_float
+from zoo.tasks.preprocess import check_input_args, check_min_size, unit_float
 
 __all__ = ["VIDEO_PREDICTION", "VideoFramesTransforms", "VideoFramesPostprocess"]
 
@@ -39,12 +39,14 @@ def _resize(frames: Tensor, size: tuple[int, int]) -> Tensor:
 class VideoFramesTransforms(nn.Module):
     """Frames (B, T, 1, H, W) / (B, T, H, W), uint8 or float in [0, 1] -> float (B, T, 1, size, size)."""
 
-    def __init__(self, size: int | None = 64) -> None:
+    def __init__(self, size: int | None = 64, min_size: int | None = None) -> None:
         super().__init__()
-        self.size = size
+        check_input_args(1.0, min_size)
+        self.size, self.min_size = size, min_size
 
     def forward(self, frames: Tensor) -> Tensor:
         x = _to_frames(frames)
+        check_min_size(x, self.min_size, "frames")
         return x if self.size is None else _resize(x, (self.size, self.size))
 
 
