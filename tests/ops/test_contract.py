@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import zoo.ops
-from support.op_table import CHECKS, FAMILIES, Call, ident
+from support.op_table import CHECKS, FAMILIES, Call, ident, seed
 
 TINY = 1024  # gradcheck inputs: at most this many elements in all (finite differences cost one forward each)
 
@@ -52,7 +52,7 @@ def _module_tensors(call: Call):
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    torch.manual_seed(0)
+    seed(0)
 
 
 # --- the table itself -----------------------------------------------------------------------------------
