@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hub_server import hf_cache, hub_no_backoff, hub_server  # noqa: F401  (fixtures)
-from olah_check import olah  # noqa: F401  (fixture; skips unless ZOO_OLAH_CLI is set)
+from support.hub_server import hf_cache, hub_no_backoff, hub_server  # noqa: F401  (fixtures)
+from support.olah_check import olah  # noqa: F401  (fixture; skips unless ZOO_OLAH_CLI is set)
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("ZOO_REALDATA", ROOT.parent / "shared" / "realdata"))

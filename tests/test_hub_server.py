@@ -1,4 +1,4 @@
-"""The in-memory Hub server (tests/hub_server.py) driven by the REAL huggingface_hub client.
+"""The in-memory Hub server (tests/support/hub_server.py) driven by the REAL huggingface_hub client.
 
 Every test passes ``endpoint=`` explicitly: huggingface_hub reads HF_ENDPOINT only at import time.
 """
@@ -20,7 +20,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils._runtime import is_xet_available
-from hub_server import HubServer, hf_cache, hub_no_backoff, hub_server  # noqa: F401  (fixtures)
+from support.hub_server import HubServer, hf_cache, hub_no_backoff, hub_server  # noqa: F401  (fixtures)
 
 REPO = "zoo-test/tiny"
 WEIGHTS = bytes(range(256)) * 4 + b"\x00\xff"  # binary, not valid UTF-8

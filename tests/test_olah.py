@@ -1,5 +1,5 @@
 """Independent check of the download path against olah, a third-party Hub mirror serving plain git
-repos (tests/olah_check.py). Skipped unless ZOO_OLAH_CLI points at an olah-cli executable."""
+repos (tests/support/olah_check.py). Skipped unless ZOO_OLAH_CLI points at an olah-cli executable."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
-from olah_check import OlahMirror, olah  # noqa: F401  (fixture)
+from support.olah_check import OlahMirror, olah  # noqa: F401  (fixture)
 
 REPO = "zoo-test/tiny"
 WEIGHTS = bytes(range(256)) * 3 + b"\x00\xffzoo"

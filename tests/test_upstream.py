@@ -17,7 +17,7 @@ import torch
 import yaml
 
 import zoo
-from file_server import file_server  # noqa: F401  (fixture)
+from support.file_server import file_server  # noqa: F401  (fixture)
 from zoo.converters import register_converter
 from zoo.errors import ChecksumError, OfflineError, WeightsError
 

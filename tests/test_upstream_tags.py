@@ -24,7 +24,7 @@ from converters.test_kazuto_deeplab import kazuto_shapes
 from converters.test_mmdet_condinst import mmdet_shapes as mmdet_condinst_shapes
 from converters.test_mmdet_rcnn import mmdet_shapes as mmdet_rcnn_shapes
 from converters.test_mmseg_dmnet import mmseg_shapes
-from random_weights import random_state_dict
+from support.random_weights import random_state_dict
 
 flownet_layouts.W = 1.0  # full-width tables (this module's copy; the converter tests keep theirs)
 TAGS = sorted((info.name, w.tag) for info in default_registry() for w in info.weights.values() if w.upstream or w.manual)

@@ -16,7 +16,7 @@ from zoo.converters.adelaidet_condinst import convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.condinst import FCOSHead, MaskBranch, condinst
 from zoo.ops.dynamic_mask_head import aligned_bilinear
-from random_weights import random_state_dict as _random_state_dict
+from support.random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 FH = "proposal_generator.fcos_head"

@@ -12,7 +12,7 @@ from zoo.converters.deformable_convnets_rfcn import convert, convert_key
 from zoo.converters.mxnet_params import load_params, save_params
 from zoo.errors import StateDictMismatchError
 from zoo.models.rfcn import RFCNRPNHead, ps_roi_vote
-from random_weights import random_state_dict
+from support.random_weights import random_state_dict
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 

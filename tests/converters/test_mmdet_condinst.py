@@ -16,7 +16,7 @@ from zoo.converters.mmdet_condinst import SIZES_OF_INTEREST, convert, convert_ke
 from zoo.errors import StateDictMismatchError
 from zoo.models.condinst import FCOSHead, MaskBranch, condinst
 from zoo.ops.dynamic_mask_head import aligned_bilinear
-from random_weights import random_state_dict as _random_state_dict
+from support.random_weights import random_state_dict as _random_state_dict
 
 MF = "mask_head.mask_feature_head"
 

@@ -10,7 +10,7 @@ import torch
 from zoo.converters.mmdet_rcnn import COCO_IDS, convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.rcnn import faster_rcnn, mask_rcnn
-from random_weights import random_state_dict as _random_state_dict
+from support.random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = (3, 4, 6, 3)
 VARIANTS = {  # mmdet config -> (zoo constructor, args, mmdet dcn type, roi layer type, mask head)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from zoo.converters.mmseg_dmnet import convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.dmnet import dmnet
-from random_weights import random_state_dict as _random_state_dict
+from support.random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 

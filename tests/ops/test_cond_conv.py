@@ -1,4 +1,7 @@
-"""Tests of zoo.ops.cond_conv (CondConv, Yang et al. 2019)."""
+"""Tests of zoo.ops.cond_conv (CondConv, Yang et al. 2019) particular to it. The shared operator contract
+(cond_conv2d == cond_conv2d_reference on random shapes, gradcheck of the op and through the routing, meta
+device, bfloat16, torch.compile) is tests/ops/test_contract.py over the "cond_conv" family of
+tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
@@ -48,11 +51,7 @@ def test_errors():
         CondConvRouting(8, dropout=1.0)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-
-
-# cond_conv2d == cond_conv2d_reference on random inputs (float32/64, with and without bias) is the shared
-# parametrised tests/ops/test_dynamic_filter.py::test_kernel_mixture_matches_reference.
+# 3. equals timm's CondConv2d ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("groups,bias", [(1, False), (2, True)])
@@ -98,54 +97,3 @@ def test_routing_dropout_only_in_training():
     routing.train()
     torch.manual_seed(0)
     assert not torch.allclose(routing(x), expected)
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-
-
-def test_gradcheck_through_routing():
-    # the functional op alone: tests/ops/test_dynamic_filter.py::test_kernel_mixture_gradcheck
-    layer = CondConv2d(2, 2, 3, stride=(1, 2), padding=1, groups=2, bias=True, num_experts=3).double()
-    routing = CondConvRouting(2, 3).double()
-    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: layer(x, routing(x)), (x,), fast_mode=True)
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-
-
-def test_meta_device():
-    with torch.device("meta"):
-        layer = CondConv2d(4, 6, 3, padding=1, bias=True, num_experts=4)
-        routing = CondConvRouting(4, 4, dropout=0.2)
-        x = torch.randn(2, 4, 7, 8)
-        out = layer(x, routing(x))
-    assert layer.weight.device.type == "meta" and out.shape == (2, 6, 7, 8)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-
-
-def test_bfloat16_forward():
-    layer = CondConv2d(4, 6, 3, padding=1, bias=True, num_experts=3)
-    routing = CondConvRouting(4, 3)
-    x = torch.randn(2, 4, 7, 8)
-    expected = layer(x, routing(x))
-    layer.bfloat16(), routing.bfloat16()
-    xb = x.bfloat16()
-    out = layer(xb, routing(xb))
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
-
-
-# 8. torch.compile -----------------------------------------------------------------------------------
-
-
-def test_compile():
-    layer, routing = CondConv2d(4, 6, 3, padding=1, groups=2, num_experts=3), CondConvRouting(4, 3)
-
-    def block(x):
-        return layer(x, routing(x))
-
-    x = torch.randn(2, 4, 7, 8)
-    torch.testing.assert_close(torch.compile(block, backend="eager", fullgraph=True)(x), block(x))

@@ -1,25 +1,17 @@
-"""Tests for zoo.ops.context_module (Yu & Koltun context module)."""
+"""Tests for zoo.ops.context_module (Yu & Koltun context module) particular to it. The shared operator
+contract (fast == reference on random shapes, gradcheck, meta device, bfloat16, torch.export) is
+tests/ops/test_contract.py over the "context_module" family of tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from support.op_table import randomise_context_module
 from zoo.errors import InputError
-from zoo.ops.context_module import CONTEXT_DILATIONS, ContextModule, context_module, context_module_reference
+from zoo.ops.context_module import CONTEXT_DILATIONS, ContextModule, context_module
 
-TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 CAFFE_NAMES = ["ctx_conv1_1", "ctx_conv1_2", "ctx_conv2_1", "ctx_conv3_1", "ctx_conv4_1", "ctx_conv5_1",
                "ctx_fc1", "ctx_final"]
-
-
-def _randomise(m: ContextModule, seed: int = 0) -> ContextModule:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for conv in m.layers():
-            fan_in = conv.weight[0].numel()
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
-    return m
 
 
 # 1. shapes ------------------------------------------------------------------------------------------
@@ -49,18 +41,6 @@ def test_exceptions():
         context_module(torch.rand(1, 3, 4, 4), [m.ctx_conv1_1.weight], [])
     with pytest.raises(ValueError, match="variant"):
         ContextModule(3, "huge")
-
-
-# 3. fast == reference -------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("variant,shape", [("basic", (1, 3, 9, 9)), ("basic", (3, 3, 7, 12)), ("large", (2, 2, 11, 6))])
-def test_fast_matches_reference(dtype, variant, shape):
-    m = _randomise(ContextModule(shape[1], variant, dtype=dtype))
-    x = torch.randn(shape, dtype=dtype)
-    w, b = [c.weight for c in m.layers()], [c.bias for c in m.layers()]
-    expected = context_module_reference(x, w, b)
-    torch.testing.assert_close(m(x), expected, **TOL[dtype])
-    torch.testing.assert_close(context_module(x, w, b), expected, **TOL[dtype])
 
 
 # 4. exact answers -----------------------------------------------------------------------------------
@@ -99,7 +79,7 @@ def test_large_default_init_is_identity_up_to_noise():
 
 
 def test_receptive_field_is_67():
-    m = _randomise(ContextModule(1, dtype=torch.float64))
+    m = randomise_context_module(ContextModule(1, dtype=torch.float64))
     with torch.no_grad():  # positive weights so no path is cancelled or clipped
         for conv in m.layers():
             conv.weight.abs_()
@@ -109,38 +89,3 @@ def test_receptive_field_is_67():
     rows = x.grad[0, 0].abs().sum(1).nonzero().flatten()
     cols = x.grad[0, 0].abs().sum(0).nonzero().flatten()
     assert (rows.min().item(), rows.max().item()) == (2, 68) and (cols.min().item(), cols.max().item()) == (2, 68)
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-def test_gradcheck():
-    m = _randomise(ContextModule(1, dtype=torch.float64))
-    w = [c.weight.detach().clone().requires_grad_() for c in m.layers()]
-    b = [c.bias.detach().clone().requires_grad_() for c in m.layers()]
-    x = torch.randn(1, 1, 6, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, *p: context_module(x, p[:8], p[8:]), (x, *w, *b))
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-def test_meta_device():
-    with torch.device("meta"):
-        m = ContextModule(4, "large")
-        out = m(torch.empty(2, 4, 9, 9))
-    assert out.device.type == "meta" and out.shape == (2, 4, 9, 9)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-def test_bfloat16_forward():
-    m = _randomise(ContextModule(3))
-    x = torch.rand(2, 3, 9, 7)
-    expected = m(x)
-    out = m.to(torch.bfloat16)(x.bfloat16())
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), expected, atol=0.1 * expected.abs().max().item(), rtol=0.05)
-
-
-# 8. torch.export ------------------------------------------------------------------------------------
-def test_export():
-    m = ContextModule(2).eval()
-    x = torch.rand(1, 2, 8, 8)
-    ep = torch.export.export(m, (x,))
-    torch.testing.assert_close(ep.module()(x), m(x))

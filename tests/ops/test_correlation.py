@@ -1,4 +1,7 @@
-"""Tests of zoo.ops.correlation (FlowNetC cost volume)."""
+"""Tests of zoo.ops.correlation (FlowNetC cost volume) particular to it. The shared operator contract
+(fast == reference on random shapes and at the FlowNetC setting, gradcheck, meta device, bfloat16,
+torch.export and torch.compile) is tests/ops/test_contract.py over the "correlation" family of
+tests/support/op_table.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -6,16 +9,12 @@ import importlib.util
 import pytest
 import torch
 
+from support.op_table import feature_pair
 from zoo.errors import InputError
 from zoo.ops.correlation import Correlation, correlation, correlation_reference
 
 HAS_SCS = importlib.util.find_spec("spatial_correlation_sampler") is not None
 needs_scs = pytest.mark.skipif(not HAS_SCS, reason="spatial_correlation_sampler is not installed")
-
-
-def _pair(shape, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=dtype), torch.randn(shape, generator=g, dtype=dtype)
 
 
 def _scs(f1, f2, max_displacement, stride, kernel_size=1):
@@ -32,7 +31,7 @@ def _scs(f1, f2, max_displacement, stride, kernel_size=1):
 # 1. shapes ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("md,stride,channels", [(20, 2, 441), (4, 1, 81), (3, 2, 9), (0, 1, 1), (1, 3, 1)])
 def test_shapes(md, stride, channels):
-    f1, f2 = _pair((2, 3, 5, 7))
+    f1, f2 = feature_pair((2, 3, 5, 7))
     assert correlation(f1, f2, md, stride).shape == (2, channels, 5, 7)
     module = Correlation(md, stride)
     assert module.out_channels == channels
@@ -54,7 +53,7 @@ def test_empty_inputs():
 # 2. exceptions --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fn", [correlation, correlation_reference])
 def test_bad_inputs(fn):
-    f1, f2 = _pair((1, 2, 4, 4))
+    f1, f2 = feature_pair((1, 2, 4, 4))
     with pytest.raises(InputError, match="f1 must have shape"):
         fn(f1[0], f2)
     with pytest.raises(InputError, match="f2 must have W=4"):
@@ -75,34 +74,16 @@ def test_bad_inputs(fn):
     ({"max_displacement": 2.0}, "max_displacement must be an int"),
 ])
 def test_bad_arguments(kwargs, match):
-    f1, f2 = _pair((1, 2, 4, 4))
+    f1, f2 = feature_pair((1, 2, 4, 4))
     with pytest.raises(ValueError, match=match):
         correlation(f1, f2, **kwargs)
     with pytest.raises(ValueError, match=match):
         Correlation(**kwargs)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 4, 6, 5), (3, 2, 9, 4), (1, 5, 1, 1), (2, 1, 3, 2)])
-@pytest.mark.parametrize("md,stride,kernel_size", [(0, 1, 1), (1, 1, 1), (4, 2, 1), (5, 2, 1), (3, 3, 1),
-                                                   (2, 1, 3), (4, 2, 3)])
-def test_fast_equals_reference(shape, md, stride, kernel_size, dtype, tol):
-    f1, f2 = _pair(shape, dtype)
-    fast = correlation(f1, f2, md, stride, kernel_size)
-    ref = correlation_reference(f1, f2, md, stride, kernel_size)
-    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("normalize", [True, False])
-def test_fast_equals_reference_flownetc_setting(normalize):
-    f1, f2 = _pair((2, 16, 13, 30))
-    torch.testing.assert_close(correlation(f1, f2, 20, 2, normalize=normalize),
-                               correlation_reference(f1, f2, 20, 2, normalize=normalize), rtol=1e-5, atol=1e-5)
-
-
+# 3. non-contiguous inputs, spatial-correlation-sampler ----------------------------------------------
 def test_non_contiguous_inputs():
-    f1, f2 = _pair((2, 6, 7, 9))
+    f1, f2 = feature_pair((2, 6, 7, 9))
     cl1, cl2 = f1.to(memory_format=torch.channels_last), f2.to(memory_format=torch.channels_last)
     torch.testing.assert_close(correlation(cl1, cl2, 3, 1), correlation_reference(f1, f2, 3, 1))
     s1, s2 = f1[:, ::2, :, 1:], f2[:, 1::2, :, :-1]
@@ -118,7 +99,7 @@ def test_non_contiguous_inputs():
     ((2, 4, 6, 7), 4, 2, 3),
 ])
 def test_equals_spatial_correlation_sampler(shape, md, stride, kernel_size):
-    f1, f2 = _pair(shape)
+    f1, f2 = feature_pair(shape)
     torch.testing.assert_close(correlation(f1, f2, md, stride, kernel_size),
                                _scs(f1, f2, md, stride, kernel_size), rtol=1e-5, atol=1e-6)
 
@@ -126,7 +107,7 @@ def test_equals_spatial_correlation_sampler(shape, md, stride, kernel_size):
 @needs_scs
 @pytest.mark.filterwarnings("ignore:'saved_variables' is deprecated:DeprecationWarning")
 def test_gradients_equal_spatial_correlation_sampler():
-    f1, f2 = _pair((2, 4, 6, 7), torch.float64)
+    f1, f2 = feature_pair((2, 4, 6, 7), torch.float64)
     w = torch.randn(2, 25, 6, 7, dtype=torch.float64)
     grads = []
     for fn in (correlation, _scs):
@@ -176,55 +157,3 @@ def test_hand_worked_stride_and_kernel():
     for fn in (correlation, correlation_reference):
         torch.testing.assert_close(fn(ones, ones, 0, 1, 3), counts / 9)
         torch.testing.assert_close(fn(ones, ones, 0, 1, 3, normalize=False), counts)
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("md,stride,kernel_size", [(2, 1, 1), (3, 2, 1), (2, 2, 3)])
-def test_gradcheck(md, stride, kernel_size):
-    f1, f2 = _pair((2, 2, 4, 5), torch.float64)
-    f1.requires_grad_()
-    f2.requires_grad_()
-    # fast_mode compares random vector-Jacobian products with finite differences (one backward, not 1 per output)
-    assert torch.autograd.gradcheck(lambda a, b: correlation(a, b, md, stride, kernel_size), (f1, f2),
-                                    fast_mode=True)
-
-
-def test_gradcheck_full_jacobian():
-    f1, f2 = _pair((1, 2, 3, 4), torch.float64)
-    f1.requires_grad_()
-    f2.requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: correlation(a, b, 2, 2), (f1, f2))
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-def test_meta_device():
-    f = torch.empty(2, 256, 48, 64, device="meta")
-    out = Correlation()(f, f)
-    assert out.device.type == "meta" and out.shape == (2, 441, 48, 64)
-    assert correlation(f[..., :7], f[..., :7], 2, 1, 3).shape == (2, 25, 48, 7)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-def test_bfloat16_forward():
-    f1, f2 = _pair((2, 16, 9, 12))
-    f1, f2 = f1.bfloat16(), f2.bfloat16()
-    out = correlation(f1, f2, 6, 2)
-    assert out.dtype == torch.bfloat16
-    want = correlation_reference(f1.float(), f2.float(), 6, 2)
-    torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
-
-
-# 8. torch.compile -----------------------------------------------------------------------------------
-@pytest.mark.slow  # inductor's C++ build takes 20-40 s on 2 shared cores
-def test_torch_compile():
-    f1, f2 = _pair((2, 4, 6, 7))
-    compiled = torch.compile(Correlation(3, 2), fullgraph=True)
-    torch.testing.assert_close(compiled(f1, f2), correlation_reference(f1, f2, 3, 2), rtol=1e-5, atol=1e-5)
-
-
-def test_torch_export():
-    f1, f2 = _pair((2, 4, 6, 7))
-    exported = torch.export.export(Correlation(3, 2), (f1, f2))
-    g1, g2 = _pair((2, 4, 6, 7), seed=1)
-    torch.testing.assert_close(exported.module()(g1, g2), correlation_reference(g1, g2, 3, 2),
-                               rtol=1e-5, atol=1e-5)

@@ -1,10 +1,14 @@
-"""Tests for zoo.ops.deform_conv (Deformable ConvNets v1 / v2)."""
+"""Tests for zoo.ops.deform_conv (Deformable ConvNets v1 / v2) particular to it. The shared operator
+contract (fast == reference on random shapes, fast gradients == reference gradients, gradcheck, meta
+device, bfloat16, torch.export and torch.compile) is tests/ops/test_contract.py over the "deform_conv"
+family of tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from support.op_table import DEFORM_CONV_CONFIGS, deform_conv_inputs
 from zoo.errors import InputError
 from zoo.ops.deform_conv import (
     DeformConv2d,
@@ -13,22 +17,6 @@ from zoo.ops.deform_conv import (
     deform_conv2d_reference,
     modulated_deform_conv2d,
 )
-
-
-def _out_hw(h, w, k, s, p, d):
-    return (h + 2 * p - d * (k[0] - 1) - 1) // s + 1, (w + 2 * p - d * (k[1] - 1) - 1) // s + 1
-
-
-def _random_args(b, c_in, h, w, c_out, k=(3, 3), s=1, p=1, d=1, groups=1, dg=1, dtype=torch.float32, scale=2.0):
-    g = torch.Generator().manual_seed(b * 1000 + c_in * 100 + h * 10 + w + groups + 7 * dg)
-    ho, wo = _out_hw(h, w, k, s, p, d)
-    taps = k[0] * k[1]
-    x = torch.randn(b, c_in, h, w, generator=g, dtype=dtype)
-    weight = torch.randn(c_out, c_in // groups, *k, generator=g, dtype=dtype)
-    bias = torch.randn(c_out, generator=g, dtype=dtype)
-    offset = torch.randn(b, 2 * dg * taps, ho, wo, generator=g, dtype=dtype) * scale
-    mask = torch.rand(b, dg * taps, ho, wo, generator=g, dtype=dtype)
-    return x, offset, mask, weight, bias, (s, p, d)
 
 
 # 1. shapes -------------------------------------------------------------------------------------------------
@@ -54,7 +42,7 @@ def test_state_dict_keys_match_mmcv_packs():
 
 
 def test_functional_shapes_and_empty_batch():
-    x, off, mask, w, b, (s, p, d) = _random_args(2, 4, 7, 5, 6, s=2)
+    x, off, mask, w, b, (s, p, d) = deform_conv_inputs(2, 4, 7, 5, 6, s=2)
     assert deform_conv2d(x, off, w, b, s, p, d).shape == (2, 6, 4, 3)
     assert modulated_deform_conv2d(x, off, mask, w, b, s, p, d).shape == (2, 6, 4, 3)
     assert deform_conv2d(x[:0], off[:0], w, b, s, p, d).shape == (0, 6, 4, 3)
@@ -62,7 +50,7 @@ def test_functional_shapes_and_empty_batch():
 
 # 2. exceptions ---------------------------------------------------------------------------------------------
 def test_errors():
-    x, off, mask, w, b, (s, p, d) = _random_args(1, 4, 6, 6, 4)
+    x, off, mask, w, b, (s, p, d) = deform_conv_inputs(1, 4, 6, 6, 4)
     with pytest.raises(InputError, match="offset must have 2 \\* deform_groups"):
         deform_conv2d(x, off[:, :17], w, b, s, p, d)
     with pytest.raises(InputError, match="offset must have shape"):
@@ -91,40 +79,7 @@ def test_errors():
         ModulatedDeformConv2d(4, 6, 3, groups=4)
 
 
-# 3. fast == reference --------------------------------------------------------------------------------------
-CONFIGS = [  # b, c_in, h, w, c_out, kernel, stride, padding, dilation, groups, deform_groups
-    (1, 3, 5, 5, 2, (3, 3), 1, 1, 1, 1, 1),
-    (2, 4, 7, 5, 6, (3, 3), 1, 1, 1, 2, 2),
-    (2, 6, 9, 8, 4, (3, 3), 2, 2, 2, 1, 3),
-    (3, 4, 6, 7, 4, (2, 3), 1, 0, 1, 4, 1),
-    (1, 8, 5, 11, 4, (1, 1), 1, 0, 1, 2, 4),
-]
-
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
-@pytest.mark.parametrize("cfg", CONFIGS)
-def test_fast_equals_reference(cfg, dtype, tol):
-    b, c_in, h, w, c_out, k, s, p, d, groups, dg = cfg
-    x, off, mask, wt, bias, _ = _random_args(b, c_in, h, w, c_out, k, s, p, d, groups, dg, dtype)
-    torch.testing.assert_close(deform_conv2d(x, off, wt, bias, s, p, d),
-                               deform_conv2d_reference(x, off, wt, bias, s, p, d), atol=tol, rtol=tol)
-    torch.testing.assert_close(modulated_deform_conv2d(x, off, mask, wt, None, s, p, d),
-                               deform_conv2d_reference(x, off, wt, None, s, p, d, mask=mask), atol=tol, rtol=tol)
-
-
-def test_fast_gradients_equal_reference_gradients():
-    x, off, mask, wt, bias, (s, p, d) = _random_args(2, 4, 6, 5, 4, groups=2, dg=2)
-    grads = []
-    for fn in (lambda *a: modulated_deform_conv2d(*a, bias, s, p, d),
-               lambda x_, o, m, w_: deform_conv2d_reference(x_, o, w_, bias, s, p, d, mask=m)):
-        leaves = [t.clone().requires_grad_() for t in (x, off, mask, wt)]
-        (fn(*leaves) ** 2).sum().backward()
-        grads.append([t.grad for t in leaves])
-    for g_fast, g_ref in zip(*grads):
-        torch.testing.assert_close(g_fast, g_ref, atol=1e-3, rtol=1e-4)
-
-
-# 4. exact answers on tiny inputs ----------------------------------------------------------------------------
+# 4. exact answers on tiny inputs ---------------------------------------------------------------------------
 def _arange_5x5_expected() -> torch.Tensor:
     """3x3 all-ones kernel, padding 1, every offset 0.5 on a 5x5 arange map.
 
@@ -171,10 +126,10 @@ def test_offset_channel_order_is_dy_dx():
     torch.testing.assert_close(deform_conv2d(x, up, w), F.pad(x[..., :-1, :], (0, 0, 1, 0)))
 
 
-@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("cfg", DEFORM_CONV_CONFIGS)
 def test_zero_offsets_equal_conv2d(cfg):
     b, c_in, h, w, c_out, k, s, p, d, groups, dg = cfg
-    x, off, _, wt, bias, _ = _random_args(b, c_in, h, w, c_out, k, s, p, d, groups, dg, torch.float64)
+    x, off, _, wt, bias, _ = deform_conv_inputs(b, c_in, h, w, c_out, k, s, p, d, groups, dg, torch.float64)
     expected = F.conv2d(x, wt, bias, s, p, d, groups)
     torch.testing.assert_close(deform_conv2d(x, torch.zeros_like(off), wt, bias, s, p, d), expected)
     torch.testing.assert_close(deform_conv2d_reference(x, torch.zeros_like(off), wt, bias, s, p, d), expected)
@@ -199,63 +154,3 @@ def test_modulated_module_chunks_offset_and_mask_like_mmcv():
     bvec = m.conv_offset.bias.view(1, -1, 1, 1).expand(1, 3 * n, 5, 6)
     offset, mask = bvec[:, : 2 * n], torch.sigmoid(bvec[:, 2 * n:])  # cat(o1, o2) == first 2N channels
     torch.testing.assert_close(m(x), deform_conv2d_reference(x, offset, m.weight, m.bias, 1, 1, 1, mask=mask))
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------------
-def test_gradcheck_modulated():
-    x, off, mask, w, b, (s, p, d) = _random_args(1, 2, 4, 3, 2, dtype=torch.float64, dg=2, scale=0.7)
-    args = [t.requires_grad_() for t in (x, off, mask, w, b)]
-    assert torch.autograd.gradcheck(lambda *a: modulated_deform_conv2d(*a, s, p, d), args, fast_mode=True)
-
-
-def test_gradcheck_v1_strided():
-    x, off, _, w, _, (s, p, d) = _random_args(1, 2, 5, 4, 2, s=2, dtype=torch.float64, scale=0.7)
-    args = [t.requires_grad_() for t in (x, off, w)]
-    assert torch.autograd.gradcheck(lambda a, o, w_: deform_conv2d(a, o, w_, None, s, p, d), args, fast_mode=True)
-
-
-# 6. meta device --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [DeformConv2d, ModulatedDeformConv2d])
-def test_meta_device(cls):
-    with torch.device("meta"):
-        m = cls(8, 4, 3, stride=2, padding=1, deform_groups=2)
-        y = m(torch.empty(2, 8, 9, 10))
-    assert y.device.type == "meta" and y.shape == (2, 4, 5, 5)
-
-
-# 7. bfloat16 -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [DeformConv2d, ModulatedDeformConv2d])
-def test_bfloat16_forward_upcasts(cls):
-    m = cls(4, 4, 3, padding=1)
-    with torch.no_grad():
-        m.conv_offset.weight.normal_(0, 0.1)
-    x = torch.randn(1, 4, 6, 5)
-    y = m.to(torch.bfloat16)(x.bfloat16())
-    assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), m.float()(x), atol=0.1, rtol=0.05)
-
-
-# 8. export / compile --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [DeformConv2d, ModulatedDeformConv2d])
-def test_torch_export(cls):
-    m = cls(4, 4, 3, padding=1, deform_groups=2).eval()
-    with torch.no_grad():
-        m.conv_offset.weight.normal_(0, 0.1)
-    x = torch.randn(2, 4, 7, 5)
-    ep = torch.export.export(m, (x,))
-    torch.testing.assert_close(ep.module()(x), m(x))
-
-
-def test_torch_compile_fullgraph_aot_eager():
-    m = ModulatedDeformConv2d(4, 4, 3, padding=1)
-    x = torch.randn(1, 4, 6, 6)
-    torch.testing.assert_close(torch.compile(m, backend="aot_eager", fullgraph=True)(x), m(x))
-
-
-@pytest.mark.slow
-def test_torch_compile_inductor():  # ~25 s of C++ compilation on 2 cores
-    m = ModulatedDeformConv2d(4, 4, 3, padding=1)
-    with torch.no_grad():
-        m.conv_offset.weight.normal_(0, 0.1)
-    x = torch.randn(1, 4, 6, 6)
-    torch.testing.assert_close(torch.compile(m)(x), m(x), atol=1e-5, rtol=1e-5)

@@ -1,4 +1,7 @@
-"""Tests for zoo.ops.deform_roi_pool (deformable / modulated deformable RoI pooling, PS RoI pooling)."""
+"""Tests for zoo.ops.deform_roi_pool (deformable / modulated deformable RoI pooling, PS RoI pooling)
+particular to it. The shared operator contract (fast == reference on random RoIs, gradcheck, meta device,
+bfloat16, torch.export and torch.compile) is tests/ops/test_contract.py over the "deform_roi_pool" family
+of tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +9,7 @@ import torch
 import torchvision
 from torchvision.ops import roi_align
 
+from support.op_table import ROIS, roi_pool_inputs
 from zoo.errors import InputError
 from zoo.ops.deform_roi_pool import (
     DeformRoIPool,
@@ -16,22 +20,9 @@ from zoo.ops.deform_roi_pool import (
     ps_roi_pool,
 )
 
-# RoIs in image coordinates (spatial_scale 0.25): inside, partly outside, tiny (< 1 bin), larger than the map.
-ROIS = [[0, 1.0, 2.0, 30.0, 20.0], [1, -5.0, -3.0, 12.0, 40.0], [1, 3.3, 4.4, 5.5, 5.0], [0, 0.0, 0.0, 45.0, 43.0]]
-
-
-def _inputs(n=2, c=3, h=11, w=9, dtype=torch.float32, out=(3, 4), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
-    rois = torch.tensor(ROIS, dtype=dtype)
-    rois[:, 0] = rois[:, 0].clamp(max=n - 1)
-    offset = torch.randn(len(ROIS), 2, *out, generator=g, dtype=dtype)
-    return x, rois, offset
-
-
 # 1. shapes -------------------------------------------------------------------------------------------------
 def test_shapes_and_empty_rois():
-    x, rois, offset = _inputs()
+    x, rois, offset = roi_pool_inputs()
     assert deform_roi_pool(x, rois, offset, (3, 4), 0.25, 2).shape == (4, 3, 3, 4)
     assert deform_roi_pool(x, rois, None, 7, 0.25).shape == (4, 3, 7, 7)
     assert deform_roi_pool(x, rois[:0], None, 7, 0.25).shape == (0, 3, 7, 7)
@@ -59,7 +50,7 @@ def test_ps_roi_pool_is_torchvision():
 
 # 2. exceptions ---------------------------------------------------------------------------------------------
 def test_errors():
-    x, rois, offset = _inputs()
+    x, rois, offset = roi_pool_inputs()
     with pytest.raises(InputError, match=r"\(K, 5\)"):
         deform_roi_pool(x, rois[:, 1:], None, (3, 4))
     with pytest.raises(InputError, match="offset"):
@@ -78,21 +69,10 @@ def test_errors():
         deform_roi_pool(x.to("meta"), rois.to("meta"), None, (3, 4), 0.25, 0)
 
 
-# 3. fast == reference --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-@pytest.mark.parametrize("sampling_ratio", [0, 1, 2])
-@pytest.mark.parametrize("out", [(3, 4), (2, 2)])
-def test_fast_equals_reference(dtype, tol, sampling_ratio, out):
-    x, rois, offset = _inputs(dtype=dtype, out=out)
-    for off, gamma in ((None, 0.1), (offset, 0.1), (offset, 0.4)):
-        torch.testing.assert_close(deform_roi_pool(x, rois, off, out, 0.25, sampling_ratio, gamma),
-                                   deform_roi_pool_reference(x, rois, off, out, 0.25, sampling_ratio, gamma),
-                                   atol=tol, rtol=tol)
-
-
+# 3. zero offsets == torchvision's roi_align(aligned=True) --------------------------------------------------
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 def test_zero_offsets_equal_roi_align_aligned(sampling_ratio):
-    x, rois, offset = _inputs(c=5, h=13, w=10, out=(7, 7))
+    x, rois, offset = roi_pool_inputs(c=5, h=13, w=10, out=(7, 7))
     expected = roi_align(x, rois, (7, 7), 0.25, sampling_ratio, aligned=True)
     torch.testing.assert_close(deform_roi_pool(x, rois, None, 7, 0.25, sampling_ratio), expected)
     torch.testing.assert_close(deform_roi_pool(x, rois, torch.zeros_like(offset), 7, 0.25, sampling_ratio), expected)
@@ -102,7 +82,7 @@ def test_zero_offsets_equal_roi_align_aligned(sampling_ratio):
     torch.testing.assert_close(modulated(x, rois), 0.5 * expected)  # zero-initialised mask fc -> sigmoid(0)
 
 
-# 4. exact answers on tiny inputs ----------------------------------------------------------------------------
+# 4. exact answers on tiny inputs ---------------------------------------------------------------------------
 def test_hand_worked_bin_shift():
     # Input = column index (ramp in x) on channel 0, row index on channel 1. RoIAlign of a linear map is the
     # bin centre. RoI x 2..10, y 3..7 (scale 1): aligned start (1.5, 2.5), size 8 x 4, 4 x 2 bins of 2 x 2,
@@ -121,7 +101,7 @@ def test_hand_worked_bin_shift():
 
 
 def test_module_offset_layout_is_dx_then_dy():
-    x, rois, _ = _inputs(c=2, out=(2, 3))
+    x, rois, _ = roi_pool_inputs(c=2, out=(2, 3))
     m = DeformRoIPool((2, 3), 2, 8, spatial_scale=0.25, sampling_ratio=2)
     bias = torch.linspace(-0.5, 0.5, 12)
     with torch.no_grad():
@@ -134,52 +114,3 @@ def test_module_offset_layout_is_dx_then_dy():
         mm.mask_fc[2].bias.copy_(torch.linspace(-2, 2, 6))
     mask = torch.sigmoid(torch.linspace(-2, 2, 6)).view(1, 1, 2, 3)
     torch.testing.assert_close(mm(x, rois), deform_roi_pool(x, rois, None, (2, 3), 0.25, 2) * mask)
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sampling_ratio", [0, 2])
-def test_gradcheck(sampling_ratio):
-    x, rois, offset = _inputs(n=2, c=2, h=6, w=5, dtype=torch.float64, out=(2, 2), seed=1)
-    rois = rois[:3]
-    offset = (offset[:3] * 0.5).requires_grad_()
-    x.requires_grad_()
-    fn = lambda a, o: deform_roi_pool(a, rois, o, 2, 0.25, sampling_ratio)  # noqa: E731
-    # The adaptive grid runs up to 6 x 6 samples per bin here, so check it with random projections.
-    assert torch.autograd.gradcheck(fn, (x, offset), fast_mode=sampling_ratio <= 0)
-
-
-# 6. meta device --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [DeformRoIPool, ModulatedDeformRoIPool])
-def test_meta_device(cls):
-    with torch.device("meta"):
-        m = cls(7, 4, 32, spatial_scale=0.25, sampling_ratio=2)
-        y = m(torch.empty(2, 4, 10, 12), torch.empty(5, 5))
-    assert y.device.type == "meta" and y.shape == (5, 4, 7, 7)
-
-
-# 7. bfloat16 -------------------------------------------------------------------------------------------------
-def test_bfloat16_forward():
-    x, rois, offset = _inputs(out=(7, 7))
-    m = ModulatedDeformRoIPool(7, 3, 32, spatial_scale=0.25, sampling_ratio=2)
-    with torch.no_grad():
-        m.offset_fc[4].weight.normal_(0, 0.01)
-    expected = m(x, rois)
-    y = m.to(torch.bfloat16)(x.bfloat16(), rois.bfloat16())
-    assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), expected, atol=0.1, rtol=0.05)  # bf16 rounds the RoI corners too
-
-
-# 8. export / compile --------------------------------------------------------------------------------------
-def test_torch_export():
-    x, rois, _ = _inputs(out=(7, 7))
-    m = ModulatedDeformRoIPool(7, 3, 32, spatial_scale=0.25, sampling_ratio=2).eval()
-    with torch.no_grad():
-        m.offset_fc[4].weight.normal_(0, 0.01)
-    ep = torch.export.export(m, (x, rois))
-    torch.testing.assert_close(ep.module()(x, rois), m(x, rois))
-
-
-def test_torch_compile_fullgraph_aot_eager():
-    x, rois, offset = _inputs()
-    fn = torch.compile(deform_roi_pool, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(fn(x, rois, offset, (3, 4), 0.25, 2), deform_roi_pool(x, rois, offset, (3, 4), 0.25, 2))

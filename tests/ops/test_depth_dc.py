@@ -1,4 +1,7 @@
-"""Tests for zoo.ops.depth_dc (HDFNet DepthDC branches and the DDPM block)."""
+"""Tests for zoo.ops.depth_dc (HDFNet DepthDC branches and the DDPM block) particular to it. The shared
+operator contract (DepthDC and DDPM == their unfold references on random shapes, gradcheck, meta device,
+bfloat16, torch.compile) is tests/ops/test_contract.py over the "depth_dc" family of
+tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
@@ -6,32 +9,6 @@ import torch
 
 from zoo.errors import InputError
 from zoo.ops.depth_dc import DDPM, BasicConv2d, DenseLayer, DepthDC
-from zoo.ops.dynamic_filter import dynamic_local_filter_reference
-
-TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
-
-
-def _prepare(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Eval mode with non-trivial BatchNorm statistics."""
-    g = torch.Generator().manual_seed(seed)
-    for bn in m.modules():
-        if isinstance(bn, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
-                bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-    return m.eval()
-
-
-def _depth_dc_reference(m: DepthDC, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """HDFNet's DepthDC3x3 forward: generate kernels, unfold-multiply-sum, fuse."""
-    return m.fuse(dynamic_local_filter_reference(x, m.generate_kernel(y), m.kernel_size, m.dilation))
-
-
-def _ddpm_reference(m: DDPM, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x = m.down_input(x)
-    outs = [_depth_dc_reference(getattr(m, f"branch_{d}"), x, y) for d in m.dilations]
-    return m.fuse(torch.cat((x, *outs), 1))
-
 
 # 1. shapes ------------------------------------------------------------------------------------------
 def test_shapes():
@@ -74,27 +51,6 @@ def test_exceptions():
         DepthDC(4, 6, 4, kernel_size=2)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("dilation,shape", [(1, (1, 7, 9)), (3, (3, 8, 5)), (5, (2, 11, 12))])
-def test_depth_dc_matches_unfold_reference(dtype, dilation, shape):
-    torch.manual_seed(0)
-    b, h, w = shape
-    m = _prepare(DepthDC(4, 8, 3, dilation=dilation, dtype=dtype))
-    x, y = torch.randn(b, 4, h, w, dtype=dtype), torch.randn(b, 8, h, w, dtype=dtype)
-    torch.testing.assert_close(m(x, y), _depth_dc_reference(m, x, y), **TOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(2, 9, 7), (1, 6, 13)])
-def test_ddpm_matches_reference(dtype, shape):
-    torch.manual_seed(0)
-    b, h, w = shape
-    m = _prepare(DDPM(12, 8, 8, dtype=dtype))
-    x, y = torch.randn(b, 12, h, w, dtype=dtype), torch.randn(b, 8, h, w, dtype=dtype)
-    torch.testing.assert_close(m(x, y), _ddpm_reference(m, x, y), **TOL[dtype])
-
-
 # 4. exact answers -----------------------------------------------------------------------------------
 def _fixed_kernel_branch(tap: int, dilation: int) -> DepthDC:
     """A branch whose generated kernel is one-hot on ``tap`` everywhere and whose fuse conv is the identity."""
@@ -118,34 +74,7 @@ def test_centre_tap_kernel_is_identity_and_corner_tap_shifts():
     assert torch.equal(out[..., :3, :], torch.zeros_like(out[..., :3, :]))
 
 
-# 5. gradcheck ---------------------------------------------------------------------------------------
-def test_gradcheck():
-    torch.manual_seed(0)
-    m = _prepare(DepthDC(2, 4, 2, dilation=2, dtype=torch.float64))
-    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
-    y = torch.randn(1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(m, (x, y))
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-def test_meta_device():
-    with torch.device("meta"):
-        m = DDPM(64, 64, 64)
-        out = m(torch.empty(2, 64, 10, 10), torch.empty(2, 64, 10, 10))
-    assert out.device.type == "meta" and out.shape == (2, 64, 10, 10)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-def test_bfloat16_forward():
-    torch.manual_seed(0)
-    m = _prepare(DDPM(8, 8, 8))
-    x, y = torch.randn(2, 8, 9, 7), torch.randn(2, 8, 9, 7)
-    expected = m(x, y)
-    out = m.to(torch.bfloat16)(x.bfloat16(), y.bfloat16())
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), expected, atol=0.1 * expected.abs().max().item(), rtol=0.1)
-
-
+# 5. reset_parameters --------------------------------------------------------------------------------
 def test_reset_parameters_reinitialises_every_layer():
     m = DDPM(8, 8, 8)
     with torch.no_grad():

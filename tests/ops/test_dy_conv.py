@@ -1,4 +1,7 @@
-"""Tests of zoo.ops.dy_conv (Dynamic Convolution, Chen et al. 2020)."""
+"""Tests of zoo.ops.dy_conv (Dynamic Convolution, Chen et al. 2020) particular to it. The shared operator
+contract (dy_conv2d and DyConv2d == dy_conv2d_reference on random shapes, gradcheck of the op and through
+the attention, meta device, bfloat16, torch.compile and torch.export) is tests/ops/test_contract.py over
+the "dy_conv" family of tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import InputError
-from zoo.ops.dy_conv import DyConv2d, dy_conv2d, dy_conv2d_reference, set_temperature, temperature_schedule
+from zoo.ops.dy_conv import DyConv2d, dy_conv2d, set_temperature, temperature_schedule
 
 # (B, C, out, H, W, k, stride, padding, dilation, groups, K, temperature)
 CASES = [
@@ -60,20 +63,6 @@ def test_errors():
         DyConv2d(4, 4, groups=3)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-
-
-# dy_conv2d == dy_conv2d_reference on random inputs (float32/64, with and without bias) is the shared
-# parametrised tests/ops/test_dynamic_filter.py::test_kernel_mixture_matches_reference.
-
-
-def test_module_matches_reference():
-    layer = DyConv2d(6, 4, (3, 5), stride=(1, 2), padding=(1, 2), dilation=1, groups=2, temperature=5.0)
-    x = torch.randn(3, 6, 8, 9)
-    expected = dy_conv2d_reference(x, layer.attention_logits(x), layer.weight, layer.bias, 5.0, (1, 2), (1, 2), 1, 2)
-    torch.testing.assert_close(layer(x), expected)
-
-
 # 4. exact answers -----------------------------------------------------------------------------------
 
 
@@ -106,58 +95,3 @@ def test_temperature_schedule_and_setter():
     model = nn.Sequential(DyConv2d(3, 4, 3), nn.ReLU(), nn.Sequential(DyConv2d(4, 4, 1), nn.Conv2d(4, 4, 1)))
     assert set_temperature(model, temperature_schedule(0)) == 2
     assert model[0].temperature == 30.0 and model[2][0].temperature == 30.0
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-
-
-def test_gradcheck_through_attention():
-    # the functional op alone: tests/ops/test_dynamic_filter.py::test_kernel_mixture_gradcheck
-    layer = DyConv2d(2, 2, 3, stride=(1, 2), padding=1, groups=2, num_kernels=3, temperature=2.0).double()
-    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-
-
-def test_meta_device():
-    with torch.device("meta"):
-        layer = DyConv2d(8, 6, 3, padding=1)
-        out = layer(torch.randn(2, 8, 7, 8))
-    assert layer.weight.device.type == "meta" and out.shape == (2, 6, 7, 8)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-
-
-def test_bfloat16_forward():
-    layer = DyConv2d(8, 6, 3, padding=1)
-    x = torch.randn(2, 8, 7, 8)
-    expected = layer(x)
-    out = layer.bfloat16()(x.bfloat16())
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
-
-
-# 8. torch.compile -----------------------------------------------------------------------------------
-
-
-def test_compile():
-    layer = DyConv2d(4, 6, 3, padding=1, groups=2, temperature=30.0)
-    x = torch.randn(2, 4, 7, 8)
-    torch.testing.assert_close(torch.compile(layer, backend="eager", fullgraph=True)(x), layer(x))
-
-
-def test_export():
-    layer = DyConv2d(4, 6, 3, padding=1, groups=2)
-    x = torch.randn(2, 4, 7, 8)
-    program = torch.export.export(layer, (x,))
-    torch.testing.assert_close(program.module()(x), layer(x))
-
-
-@pytest.mark.slow
-def test_compile_inductor():  # ~35 s of C++ compilation on 2 cores
-    layer = DyConv2d(4, 6, 3, padding=1, groups=2)
-    x = torch.randn(2, 4, 7, 8)
-    torch.testing.assert_close(torch.compile(layer)(x), layer(x))

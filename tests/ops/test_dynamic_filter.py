@@ -1,13 +1,16 @@
-"""Tests of zoo.ops.dynamic_filter (DFN dynamic convolution, dynamic local filtering, shared helpers)."""
+"""Tests of zoo.ops.dynamic_filter (DFN dynamic convolution, dynamic local filtering, shared helpers)
+particular to it. The shared operator contract (dynamic_conv2d, dynamic_local_filter and
+kernel_mixture_conv2d == their references on random shapes, gradcheck, meta device, bfloat16,
+torch.compile) is tests/ops/test_contract.py over the "dynamic_filter" family of tests/support/op_table.py;
+CondConv, DyNet and DyConv, thin wrappers of the kernel mixture, have families of their own there."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from support.op_table import CONV_CASES, conv_inputs
 from zoo.errors import InputError
-from zoo.ops.cond_conv import cond_conv2d, cond_conv2d_reference
-from zoo.ops.dy_conv import dy_conv2d, dy_conv2d_reference
 from zoo.ops.dynamic_filter import (
     DynamicConv2d,
     DynamicLocalFilter,
@@ -15,78 +18,18 @@ from zoo.ops.dynamic_filter import (
     dynamic_conv2d,
     dynamic_conv2d_reference,
     dynamic_local_filter,
-    dynamic_local_filter_reference,
     kernel_mixture_conv2d,
     kernel_mixture_conv2d_reference,
     mix_kernels,
     per_sample_conv2d,
 )
-from zoo.ops.dynet import dynet_conv2d, dynet_conv2d_reference
-
-# (B, C, out, H, W, (kh, kw), stride, padding, dilation, groups)
-CONV_CASES = [
-    (1, 3, 5, 7, 7, (3, 3), 1, 1, 1, 1),
-    (3, 4, 6, 9, 6, (3, 1), 2, (1, 0), 1, 2),
-    (2, 6, 3, 11, 8, (3, 3), 1, 2, 2, 3),
-    (4, 2, 4, 5, 13, (1, 1), 1, 0, 1, 1),
-    (2, 4, 4, 8, 10, (5, 3), (2, 1), "valid", 1, 4),
-]
-# (B, C, H, W, k, dilation, per_channel, softmax)
-LOCAL_CASES = [
-    (1, 1, 5, 5, 3, 1, False, False),
-    (3, 4, 7, 9, 3, 1, True, False),
-    (2, 3, 6, 11, 5, 2, False, True),
-    (2, 2, 9, 4, 3, 3, True, True),
-    (1, 2, 4, 6, 9, 1, False, True),
-]
-
-# kernel mixtures: (B, C, out, H, W, (kh, kw), stride, padding, dilation, groups, E, temperature for DyConv)
-MIXTURE_CASES = [
-    (1, 3, 5, 7, 7, (3, 3), 1, 1, 1, 1, 4, 1.0),
-    (3, 4, 6, 9, 6, (3, 1), 2, (1, 0), 1, 2, 3, 30.0),
-    (2, 6, 3, 11, 8, (3, 3), 1, 2, 2, 3, 8, 0.5),
-    (4, 4, 4, 5, 13, (1, 1), 1, 0, 1, 4, 1, 1.0),
-]
-# the kernel mixture and its three thin wrappers: (fast, reference, coefficients (B, E), extra keyword arguments)
-MIXTURE_OPS = {
-    "kernel_mixture": (kernel_mixture_conv2d, kernel_mixture_conv2d_reference, torch.randn, lambda tau: {}),
-    "cond_conv": (cond_conv2d, cond_conv2d_reference, torch.rand, lambda tau: {}),  # routing in (0, 1)
-    "dynet": (dynet_conv2d, dynet_conv2d_reference, lambda *s, **k: 2 * torch.randn(*s, **k), lambda tau: {}),
-    "dy_conv": (dy_conv2d, dy_conv2d_reference, lambda *s, **k: 3 * torch.randn(*s, **k),
-                lambda tau: {"temperature": tau}),  # attention logits
-}
-
-
-def _mixture_inputs(case, make_coefficients, dtype=torch.float32):
-    b, c, out, h, w, k, stride, padding, dilation, groups, e, _ = case
-    x = torch.randn(b, c, h, w, dtype=dtype)
-    coefficients = make_coefficients(b, e, dtype=dtype)
-    bank = torch.randn(e, out, c // groups, *k, dtype=dtype)
-    bias = torch.randn(e, out, dtype=dtype)
-    return x, coefficients, bank, bias, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-
-def _conv_inputs(case, dtype=torch.float32, bias=True):
-    b, c, out, h, w, k, stride, padding, dilation, groups = case
-    x = torch.randn(b, c, h, w, dtype=dtype)
-    filters = torch.randn(b, out, c // groups, *k, dtype=dtype)
-    bias_t = torch.randn(b, out, dtype=dtype) if bias else None
-    return x, filters, bias_t, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-
-def _local_inputs(case, dtype=torch.float32):
-    b, c, h, w, k, dilation, per_channel, softmax = case
-    x = torch.randn(b, c, h, w, dtype=dtype)
-    filters = torch.randn(b, (c if per_channel else 1) * k * k, h, w, dtype=dtype)
-    return x, filters, dict(kernel_size=k, dilation=dilation, softmax=softmax)
-
 
 # 1. shapes ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_dynamic_conv2d_shape_matches_conv2d(case):
-    x, filters, bias, kw = _conv_inputs(case)
+    x, filters, bias, kw = conv_inputs(case)
     expected = F.conv2d(x[:1], filters[0], bias[0], **kw).shape[1:]
     assert dynamic_conv2d(x, filters, bias, **kw).shape == (x.shape[0], *expected)
 
@@ -186,42 +129,11 @@ def test_kernel_mixture_errors_name_the_callers_tensors():
         kernel_mixture_conv2d_reference(x, coefficients, bank.double(), bias, **kw, names=names)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_dynamic_conv2d_matches_reference(case, dtype):
-    torch.manual_seed(0)
-    x, filters, bias, kw = _conv_inputs(case, dtype)
-    torch.testing.assert_close(dynamic_conv2d(x, filters, bias, **kw), dynamic_conv2d_reference(x, filters, bias, **kw))
-    torch.testing.assert_close(dynamic_conv2d(x, filters, None, **kw), dynamic_conv2d_reference(x, filters, None, **kw))
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", LOCAL_CASES)
-def test_local_filter_matches_reference(case, dtype):
-    torch.manual_seed(0)
-    x, filters, kw = _local_inputs(case, dtype)
-    torch.testing.assert_close(dynamic_local_filter(x, filters, **kw), dynamic_local_filter_reference(x, filters, **kw))
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", MIXTURE_CASES)
-@pytest.mark.parametrize("op", list(MIXTURE_OPS))
-def test_kernel_mixture_matches_reference(op, case, dtype):
-    """The fast path (one matmul + one grouped conv) of the mixture and of CondConv, DyNet and DyConv
-    (which only produce the coefficients differently) equals their per-sample loops, with and without bias."""
-    fast, reference, make_coefficients, extra = MIXTURE_OPS[op]
-    torch.manual_seed(0)
-    x, coefficients, bank, bias, kw = _mixture_inputs(case, make_coefficients, dtype)
-    kw.update(extra(case[-1]))
-    torch.testing.assert_close(fast(x, coefficients, bank, bias, **kw), reference(x, coefficients, bank, bias, **kw))
-    torch.testing.assert_close(fast(x, coefficients, bank, None, **kw), reference(x, coefficients, bank, None, **kw))
+# 3. channels_last and non-contiguous inputs ---------------------------------------------------------
 
 
 def test_channels_last_and_noncontiguous_inputs():
-    x, filters, bias, kw = _conv_inputs(CONV_CASES[1])
+    x, filters, bias, kw = conv_inputs(CONV_CASES[1])
     expected = dynamic_conv2d_reference(x, filters, bias, **kw)
     torch.testing.assert_close(dynamic_conv2d(x.to(memory_format=torch.channels_last), filters, bias, **kw), expected)
     torch.testing.assert_close(dynamic_conv2d(x, filters.transpose(3, 4).contiguous().transpose(3, 4), bias, **kw),
@@ -265,73 +177,3 @@ def test_module_static_bias():
         layer.bias.fill_(0.5)
     x, f = torch.randn(2, 2, 3, 3), torch.randn(2, 3, 2, 1, 1)
     torch.testing.assert_close(layer(x, f), dynamic_conv2d_reference(x, f) + 0.5)
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-
-
-def test_gradcheck():
-    kw = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
-    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    f = torch.randn(2, 2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, f, b: dynamic_conv2d(x, f, b, **kw), (x, f, b), fast_mode=True)
-    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    for per_channel, softmax in [(False, True), (True, False)]:
-        f = torch.randn(1, (2 if per_channel else 1) * 9, 3, 3, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda x, f: dynamic_local_filter(x, f, 3, 1, softmax), (x, f), fast_mode=True)
-
-
-@pytest.mark.parametrize("op", list(MIXTURE_OPS))
-def test_kernel_mixture_gradcheck(op):
-    fast, _, make_coefficients, extra = MIXTURE_OPS[op]
-    kw = dict(stride=(1, 2), padding=1, dilation=1, groups=2, **extra(2.0))
-    args = (torch.randn(2, 2, 4, 5), make_coefficients(2, 3), torch.randn(3, 2, 1, 3, 3), torch.randn(3, 2))
-    args = tuple(a.double().requires_grad_() for a in args)
-    assert torch.autograd.gradcheck(lambda *a: fast(*a, **kw), args, fast_mode=True)
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-
-
-def test_meta_device():
-    with torch.device("meta"):
-        layer = DynamicConv2d(4, 6, 3, padding=1, bias=True)
-        out = layer(torch.randn(2, 4, 7, 8), torch.randn(2, 6, 4, 3, 3))
-        local = dynamic_local_filter(torch.randn(2, 4, 7, 8), torch.randn(2, 36, 7, 8), 3, softmax=True)
-    assert out.device.type == "meta" and out.shape == (2, 6, 7, 8)
-    assert local.device.type == "meta" and local.shape == (2, 4, 7, 8)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-
-
-def test_bfloat16_forward():
-    x, filters, bias, kw = _conv_inputs(CONV_CASES[1])
-    out = dynamic_conv2d(x.bfloat16(), filters.bfloat16(), bias.bfloat16(), **kw)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), dynamic_conv2d(x, filters, bias, **kw), atol=0.15, rtol=0.05)
-    x, filters, kw = _local_inputs(LOCAL_CASES[1])
-    out = dynamic_local_filter(x.bfloat16(), filters.bfloat16(), **kw)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), dynamic_local_filter(x, filters, **kw), atol=0.1, rtol=0.05)
-
-
-# 8. torch.compile -----------------------------------------------------------------------------------
-
-
-def test_compile_local_filter():
-    layer = DynamicLocalFilter(3, dilation=2, softmax=True)
-    x, filters = torch.randn(2, 3, 6, 7), torch.randn(2, 27, 6, 7)
-    compiled = torch.compile(layer, backend="eager", fullgraph=True)
-    torch.testing.assert_close(compiled(x, filters), dynamic_local_filter_reference(x, filters, 3, 2, True))
-    conv = torch.compile(DynamicConv2d(3, 4, 3, padding=1), backend="eager", fullgraph=True)
-    f = torch.randn(2, 4, 3, 3, 3)
-    torch.testing.assert_close(conv(x, f), dynamic_conv2d_reference(x, f, padding=1))
-
-
-@pytest.mark.slow
-def test_compile_inductor_local_filter():  # ~20 s of C++ compilation on 2 cores
-    layer = DynamicLocalFilter(3, softmax=True)
-    x, filters = torch.randn(2, 3, 6, 7), torch.randn(2, 9, 6, 7)
-    torch.testing.assert_close(torch.compile(layer)(x, filters), dynamic_local_filter_reference(x, filters, 3, 1, True))

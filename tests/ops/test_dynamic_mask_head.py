@@ -1,9 +1,13 @@
-"""Tests for zoo.ops.dynamic_mask_head (CondInst dynamic mask head)."""
+"""Tests for zoo.ops.dynamic_mask_head (CondInst dynamic mask head) particular to it. The shared operator
+contract (both implementations and the module == their references on random shapes, gradcheck, meta
+device, bfloat16, torch.compile) is tests/ops/test_contract.py over the "dynamic_mask_head" family of
+tests/support/op_table.py."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from support.op_table import SOI, mask_head_inputs
 from zoo.errors import InputError
 from zoo.ops.dynamic_mask_head import (
     DynamicMaskHead,
@@ -15,35 +19,6 @@ from zoo.ops.dynamic_mask_head import (
     parse_dynamic_params,
     relative_coordinates,
 )
-
-TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float64: dict(atol=1e-12, rtol=1e-10)}
-SOI = (64, 128, 256, 512, 1024)
-
-
-def _inputs(n=5, b=2, c=8, h=10, w=13, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mask_feats = torch.randn(b, c, h, w, generator=g, dtype=dtype)
-    params = torch.randn(n, 169, generator=g, dtype=dtype) * 0.5
-    im_inds = torch.randint(0, b, (n,), generator=g)
-    locs = torch.rand(n, 2, generator=g, dtype=dtype) * 8 * torch.tensor([w, h], dtype=dtype)
-    levels = torch.randint(0, 5, (n,), generator=g)
-    return mask_feats, params, im_inds, locs, levels
-
-
-def _head_reference(mask_feats, stride, params, im_inds, locs, levels):
-    """CondInst's forward with per-pixel loops for the relative coordinates and the reference FCN."""
-    n, (_, c, h, w) = params.shape[0], mask_feats.shape
-    inputs = torch.empty(n, c + 2, h, w, dtype=mask_feats.dtype)
-    for i in range(n):
-        soi = SOI[int(levels[i])]
-        for y in range(h):
-            for x in range(w):
-                inputs[i, 0, y, x] = (locs[i, 0] - (x * stride + stride // 2)) / soi
-                inputs[i, 1, y, x] = (locs[i, 1] - (y * stride + stride // 2)) / soi
-        inputs[i, 2:] = mask_feats[int(im_inds[i])]
-    logits = dynamic_mask_head_reference(inputs, params, 8, [80, 64, 8], [8, 8, 1])
-    return aligned_bilinear(logits, stride // 4)
-
 
 # 1. shapes ------------------------------------------------------------------------------------------
 def test_param_counts_and_parse_shapes():
@@ -57,10 +32,10 @@ def test_param_counts_and_parse_shapes():
 
 def test_module_shapes():
     head = DynamicMaskHead()
-    assert head(*_inputs()[:1], 8, *_inputs()[1:]).shape == (5, 1, 20, 26)
-    assert head(*_inputs()[:1], 4, *_inputs()[1:]).shape == (5, 1, 10, 13)
-    assert head(*_inputs()[:1], 16, *_inputs()[1:]).shape == (5, 1, 40, 52)
-    empty = head(_inputs()[0], 8, torch.zeros(0, 169), torch.zeros(0, dtype=torch.long), torch.zeros(0, 2),
+    assert head(*mask_head_inputs()[:1], 8, *mask_head_inputs()[1:]).shape == (5, 1, 20, 26)
+    assert head(*mask_head_inputs()[:1], 4, *mask_head_inputs()[1:]).shape == (5, 1, 10, 13)
+    assert head(*mask_head_inputs()[:1], 16, *mask_head_inputs()[1:]).shape == (5, 1, 40, 52)
+    empty = head(mask_head_inputs()[0], 8, torch.zeros(0, 169), torch.zeros(0, dtype=torch.long), torch.zeros(0, 2),
                  torch.zeros(0, dtype=torch.long))
     assert empty.shape == (0, 1, 20, 26)
     assert dict(head.named_buffers())["sizes_of_interest"].tolist() == list(SOI)
@@ -70,7 +45,7 @@ def test_module_shapes():
 # 2. exceptions --------------------------------------------------------------------------------------
 def test_exceptions():
     head = DynamicMaskHead()
-    feats, params, im_inds, locs, levels = _inputs()
+    feats, params, im_inds, locs, levels = mask_head_inputs()
     with pytest.raises(InputError, match="P=169"):
         head(feats, 8, params[:, :168], im_inds, locs, levels)
     with pytest.raises(InputError, match="multiple of mask_out_stride"):
@@ -89,29 +64,9 @@ def test_exceptions():
         aligned_bilinear(torch.randn(1, 1, 3, 3), 1.5)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-@pytest.mark.parametrize("impl", ["bmm", "grouped_conv"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,h,w", [(1, 5, 5), (7, 9, 6), (3, 4, 11)])
-def test_functional_fast_matches_reference(impl, dtype, n, h, w):
-    g = torch.Generator().manual_seed(n)
-    inputs = torch.randn(n, 10, h, w, generator=g, dtype=dtype)
-    params = torch.randn(n, 169, generator=g, dtype=dtype)
-    torch.testing.assert_close(dynamic_mask_head(inputs, params, 8, [80, 64, 8], [8, 8, 1], impl),
-                               dynamic_mask_head_reference(inputs, params, 8, [80, 64, 8], [8, 8, 1]), **TOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("stride,shape", [(8, (2, 7, 9)), (4, (3, 5, 6)), (16, (1, 6, 5))])
-def test_module_matches_reference(dtype, stride, shape):
-    b, h, w = shape
-    feats, params, im_inds, locs, levels = _inputs(n=6, b=b, h=h, w=w, dtype=dtype)
-    out = DynamicMaskHead(dtype=dtype)(feats, stride, params, im_inds, locs, levels)
-    torch.testing.assert_close(out, _head_reference(feats, stride, params, im_inds, locs, levels), **TOL[dtype])
-
-
+# 3. instances do not mix ----------------------------------------------------------------------------
 def test_grouped_instances_do_not_mix():
-    feats, params, im_inds, locs, levels = _inputs(n=6)
+    feats, params, im_inds, locs, levels = mask_head_inputs(n=6)
     head = DynamicMaskHead()
     full = head(feats, 8, params, im_inds, locs, levels)
     for i in (0, 3, 5):
@@ -145,42 +100,3 @@ def test_tiny_fcn_by_hand():
     for impl in ("bmm", "grouped_conv"):
         assert dynamic_mask_head(inputs, params, 2, [4, 2], [2, 1], impl).tolist() == [[[[1.5, -3.5]]]]
     assert dynamic_mask_head_reference(inputs, params, 2, [4, 2], [2, 1]).tolist() == [[[[1.5, -3.5]]]]
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-def test_gradcheck():
-    nums = dynamic_params_counts(in_channels=2, channels=3)  # 4 -> 3 -> 3 -> 1: (12, 9, 3), (3, 3, 1)
-    inputs = torch.randn(2, 4, 2, 3, dtype=torch.float64, requires_grad=True)
-    params = torch.randn(2, sum(nums[0]) + sum(nums[1]), dtype=torch.float64, requires_grad=True)
-    for impl in ("bmm", "grouped_conv"):
-        assert torch.autograd.gradcheck(lambda i, p: dynamic_mask_head(i, p, 3, *nums, impl), (inputs, params))
-    x = torch.randn(2, 1, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: aligned_bilinear(t, 2), (x,))
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-def test_meta_device():
-    with torch.device("meta"):
-        head = DynamicMaskHead()
-        out = head(torch.empty(2, 8, 10, 12), 8, torch.empty(4, 169), torch.zeros(4, dtype=torch.long),
-                   torch.empty(4, 2), torch.zeros(4, dtype=torch.long))
-    assert out.device.type == "meta" and out.shape == (4, 1, 20, 24)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-def test_bfloat16_forward():
-    feats, params, im_inds, locs, levels = _inputs()
-    head = DynamicMaskHead()
-    expected = head(feats, 8, params, im_inds, locs, levels)
-    out = head(feats.bfloat16(), 8, params.bfloat16(), im_inds, locs.bfloat16(), levels)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), expected, atol=0.05 * expected.abs().max().item(), rtol=0.05)
-
-
-# 8. torch.compile -----------------------------------------------------------------------------------
-def test_compile():
-    head = DynamicMaskHead()
-    feats, params, im_inds, locs, levels = _inputs()
-    compiled = torch.compile(head, backend="aot_eager", fullgraph=True)
-    args = (feats, 8, params, im_inds, locs, levels)
-    torch.testing.assert_close(compiled(*args), head(*args))

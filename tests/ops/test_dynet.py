@@ -1,4 +1,7 @@
-"""Tests of zoo.ops.dynet (DyNet, Zhang et al. 2020)."""
+"""Tests of zoo.ops.dynet (DyNet, Zhang et al. 2020) particular to it. The shared operator contract
+(dynet_conv2d == dynet_conv2d_reference on random shapes, gradcheck of the op and through the coefficient
+predictor, meta device, bfloat16, torch.compile) is tests/ops/test_contract.py over the "dynet" family of
+tests/support/op_table.py."""
 from __future__ import annotations
 
 import math
@@ -60,11 +63,7 @@ def test_errors():
         DyNetConv2d(4, 4, num_kernels=0)
 
 
-# 3. fast == reference -------------------------------------------------------------------------------
-
-
-# dynet_conv2d == dynet_conv2d_reference on random inputs (float32/64, with and without bias) is the shared
-# parametrised tests/ops/test_dynamic_filter.py::test_kernel_mixture_matches_reference.
+# 3. module == reference after a training step -------------------------------------------------------
 
 
 def test_module_matches_reference_after_training_step():
@@ -96,48 +95,3 @@ def test_linear_in_coefficients():
     one_hot = torch.zeros_like(coefficients)
     one_hot[:, 1] = 1
     torch.testing.assert_close(dynet_conv2d(x, one_hot, bank, bias, **kw), F.conv2d(x, bank[1], bias[1], **kw))
-
-
-# 5. gradcheck ---------------------------------------------------------------------------------------
-
-
-def test_gradcheck_through_coefficient_predictor():
-    # the functional op alone: tests/ops/test_dynamic_filter.py::test_kernel_mixture_gradcheck
-    layer = DyNetConv2d(2, 2, 3, stride=(1, 2), padding=1, groups=2, num_kernels=3).double()
-    with torch.no_grad():
-        layer.coefficient_fc.weight.normal_()  # away from the zero init: the coefficients depend on x
-    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
-
-
-# 6. meta device -------------------------------------------------------------------------------------
-
-
-def test_meta_device():
-    with torch.device("meta"):
-        layer = DyNetConv2d(8, 6, 3, padding=1, num_kernels=5)
-        out = layer(torch.randn(2, 8, 7, 8))
-    assert layer.bank.device.type == "meta" and out.shape == (2, 6, 7, 8)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------------
-
-
-def test_bfloat16_forward():
-    layer = DyNetConv2d(8, 6, 3, padding=1)
-    with torch.no_grad():
-        layer.coefficient_fc.weight.normal_()
-    x = torch.randn(2, 8, 7, 8)
-    expected = layer(x)
-    out = layer.bfloat16()(x.bfloat16())
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), expected, atol=0.15, rtol=0.05)
-
-
-# 8. torch.compile -----------------------------------------------------------------------------------
-
-
-def test_compile():
-    layer = DyNetConv2d(4, 6, 3, padding=1, groups=2, num_kernels=3)
-    x = torch.randn(2, 4, 7, 8)
-    torch.testing.assert_close(torch.compile(layer, backend="eager", fullgraph=True)(x), layer(x))

@@ -1,24 +1,16 @@
-"""Tests for zoo.ops.lsdfn (LS-DFN, arXiv 1803.07624)."""
+"""Tests for zoo.ops.lsdfn (LS-DFN, arXiv 1803.07624) particular to it. The shared operator contract
+(functional and module == lsdfn_reference on random shapes, the hand-written backward == autograd through
+the reference, gradcheck, meta device, bfloat16, torch.compile) is tests/ops/test_contract.py over the
+"lsdfn" family of tests/support/op_table.py."""
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
 import torch.nn.functional as nnf
 
+from support.op_table import lsdfn_inputs
 from zoo.errors import InputError
 from zoo.ops.lsdfn import LSDFN, lsdfn, lsdfn_reference
-
-
-def _inputs(b, c, co, h, w, k, s, dtype=torch.float32, seed=0, u_channels_last=False):
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-
-    u = rnd(b, h, w, co, c).permute(0, 3, 4, 1, 2) if u_channels_last else rnd(b, co, c, h, w)
-    return rnd(b, c, h, w), u, rnd(b, co, k * k, h, w), rnd(b, k * k, h, w), rnd(b, s * s, h, w)
 
 
 def _brute_force(f, u, v, pa, sa, gamma, at):
@@ -63,7 +55,7 @@ def test_module_shape(k, s, gamma, size):
 
 
 def test_functional_shape_and_identity_feature_branch():
-    f, u, v, pa, sa = _inputs(2, 5, 3, 7, 4, 3, 3)
+    f, u, v, pa, sa = lsdfn_inputs(2, 5, 3, 7, 4, 3, 3)
     assert lsdfn(f, u, v, pa, sa, 2).shape == (2, 3, 7, 4)
     assert lsdfn_reference(f, u, v, pa, sa, 2).shape == (2, 3, 7, 4)
     m = LSDFN(5, 3, feature_kernel_size=None)
@@ -93,7 +85,7 @@ def test_module_argument_errors(kwargs):
 
 
 def test_functional_errors():
-    f, u, v, pa, sa = _inputs(1, 4, 2, 5, 5, 3, 3)
+    f, u, v, pa, sa = lsdfn_inputs(1, 4, 2, 5, 5, 3, 3)
     with pytest.raises(InputError, match="v must have K"):
         lsdfn(f, u, v[:, :, :8], pa, sa)
     with pytest.raises(InputError, match="sample_attention must have S"):
@@ -110,48 +102,19 @@ def test_functional_errors():
         lsdfn_reference(f, u, v, pa, sa, 1, "centre")
 
 
-# 3. fast == reference -------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
-@pytest.mark.parametrize("at", ["output", "sample"])
-@pytest.mark.parametrize("b,c,co,h,w,k,s,gamma", [
-    (1, 4, 3, 7, 5, 3, 1, 1),
-    (2, 5, 3, 9, 6, 3, 3, 2),
-    (1, 3, 2, 11, 7, 3, 5, 3),
-    (2, 4, 5, 6, 8, 1, 5, 1),
-    (1, 6, 2, 5, 9, 5, 3, 2),
-    (1, 3, 4, 4, 3, 3, 5, 3),   # samples mostly outside the image
-])
-def test_fast_matches_reference(b, c, co, h, w, k, s, gamma, at, dtype, tol):
-    args = _inputs(b, c, co, h, w, k, s, dtype, seed=h * w + s, u_channels_last=(b == 2))
-    fast = lsdfn(*args, gamma, at)
-    ref = lsdfn_reference(*args, gamma, at)
-    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
-
-
-def test_module_matches_reference_on_its_branches():
-    torch.manual_seed(0)
-    m = LSDFN(5, 3, 3, 3, 2, position_attention_at="sample").double()
-    for p in m.parameters():  # leave the residual start: every branch non-zero
-        torch.nn.init.normal_(p, std=0.2)
-    x = torch.randn(2, 5, 8, 7, dtype=torch.float64)
-    branches = m.branches(x)
-    torch.testing.assert_close(m(x), lsdfn_reference(*branches, 2, "sample"))
-
-
 # 4. exact answers -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("at", ["output", "sample"])
 @pytest.mark.parametrize("k,s,gamma", [(3, 3, 2), (3, 3, 1), (1, 5, 1)])
 def test_reference_matches_brute_force(k, s, gamma, at):
-    args = _inputs(1, 2, 2, 4, 5, k, s, torch.float64, seed=k + s + gamma)
+    args = lsdfn_inputs(1, 2, 2, 4, 5, k, s, torch.float64, seed=k + s + gamma)
     torch.testing.assert_close(lsdfn_reference(*args, gamma, at), _brute_force(*args, gamma, at))
     torch.testing.assert_close(lsdfn(*args, gamma, at), _brute_force(*args, gamma, at))
 
 
 @pytest.mark.parametrize("at", ["output", "sample"])
 def test_s1_is_dynamic_local_filter(at):
-    f, u, v, pa, sa = _inputs(2, 4, 3, 6, 5, 3, 1, torch.float64)
+    f, u, v, pa, sa = lsdfn_inputs(2, 4, 3, 6, 5, 3, 1, torch.float64)
     b, c, h, w = f.shape
     patches = nnf.unfold(f, 3, padding=1).view(b, c, 9, h, w)         # (B, C, k*k, H, W)
     kernel = u[:, :, :, None] * v[:, :, None]                          # (B, C', C, k*k, H, W)
@@ -191,77 +154,10 @@ def test_residual_start_still_trains_every_branch():
         assert getattr(m, name).weight.grad.abs().sum() > 0, name
 
 
-# 5. gradcheck ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("at", ["output", "sample"])
-def test_gradcheck(at):
-    args = [t.requires_grad_() for t in _inputs(1, 2, 2, 4, 3, 3, 3, torch.float64)]
-    assert torch.autograd.gradcheck(lambda *a: lsdfn(*a, 2, at), args)
-
-
-@pytest.mark.parametrize("at", ["output", "sample"])
-@pytest.mark.parametrize("b,c,co,h,w,k,s,gamma", [(2, 5, 3, 7, 10, 3, 5, 2), (3, 4, 2, 9, 6, 3, 3, 3), (1, 3, 4, 5, 5, 1, 5, 1)])
-def test_gradients_match_reference(at, b, c, co, h, w, k, s, gamma):
-    """The hand-written backward of the fast path against autograd through the reference, every input."""
-    fast = [t.requires_grad_() for t in _inputs(b, c, co, h, w, k, s, torch.float64, seed=3)]
-    ref = [t.detach().clone().requires_grad_() for t in fast]
-    weight = torch.randn(b, co, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    (lsdfn(*fast, gamma, at) * weight).sum().backward()
-    (lsdfn_reference(*ref, gamma, at) * weight).sum().backward()
-    for name, a, r in zip(("features", "u", "v", "position_attention", "sample_attention"), fast, ref):
-        torch.testing.assert_close(a.grad, r.grad, msg=name)
-
+# 5. backward only where needed ----------------------------------------------------------------
 
 def test_backward_only_for_inputs_that_need_it():
-    f, u, v, pa, sa = _inputs(1, 3, 2, 6, 5, 3, 3)
+    f, u, v, pa, sa = lsdfn_inputs(1, 3, 2, 6, 5, 3, 3)
     sa.requires_grad_()
     lsdfn(f, u, v, pa, sa, 2).sum().backward()
     assert sa.grad is not None and f.grad is None
-
-
-# 6. meta device -------------------------------------------------------------------------------
-
-def test_meta_device():
-    m = LSDFN(8, 4, 3, 5, 3, device="meta")
-    y = m(torch.empty(2, 8, 11, 9, device="meta"))
-    assert y.device.type == "meta" and y.shape == (2, 4, 11, 9)
-
-
-# 7. bfloat16 ----------------------------------------------------------------------------------
-
-def test_bfloat16_forward():
-    torch.manual_seed(0)
-    m = LSDFN(8, 4, 3, 3, 2)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    x = torch.randn(1, 8, 7, 9)
-    y32 = m(x)
-    y16 = m.to(torch.bfloat16)(x.bfloat16())
-    assert y16.dtype == torch.bfloat16
-    torch.testing.assert_close(y16.float(), y32, rtol=5e-2, atol=5e-2 * y32.abs().max().item())
-
-
-# 8. torch.compile -----------------------------------------------------------------------------
-
-def _compile_case(at):
-    torch.manual_seed(0)
-    m = LSDFN(4, 3, 3, 3, 2, position_attention_at=at)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return m, torch.randn(1, 4, 6, 5)
-
-
-@pytest.mark.parametrize("at", ["output", "sample"])
-def test_dynamo_traces_module_without_graph_breaks(at):
-    m, x = _compile_case(at)
-    compiled = torch.compile(m, backend="eager", fullgraph=True)
-    torch.testing.assert_close(compiled(x), m(x))
-
-
-@pytest.mark.slow  # inductor codegen takes ~30-60 s on 2 shared cores
-def test_torch_compile_inductor_module():
-    m, x = _compile_case("sample")
-    start = time.perf_counter()
-    compiled = torch.compile(m, fullgraph=True)
-    torch.testing.assert_close(compiled(x), m(x), rtol=1e-4, atol=1e-4)
-    print(f"compile + first call {time.perf_counter() - start:.1f} s")

@@ -1,8 +1,9 @@
 """An in-memory Hugging Face Hub server for tests (stdlib only).
 
 It speaks the subset of the Hub HTTP API that the real ``huggingface_hub`` client (checked with 2.4.0)
-uses to create repositories, commit files, tag/branch, list files/refs and download files. Every route
-and the headers the client relies on are listed in /work/shared/notes/hub.md.
+uses to create repositories, commit files, tag/branch, list files/refs and download files. The routes
+are those dispatched by ``HubServer.handle``; tests/test_hub_server.py drives each one with the real
+client, including the headers it relies on (X-Repo-Commit, ETag, Content-Length, X-Error-Code).
 
 Point the client at it EXPLICITLY: ``HfApi(endpoint=server.endpoint)``,
 ``hf_hub_download(..., endpoint=server.endpoint)``. ``HF_ENDPOINT`` is read by huggingface_hub once at

@@ -2,14 +2,15 @@
 the download path works against a server we did not write.
 
 olah lives in its own venv so its pins do not touch the project's; point ``ZOO_OLAH_CLI`` at its
-``olah-cli`` (e.g. /work/olah-venv/bin/olah-cli). Without it the ``olah`` fixture skips the test.
+``olah-cli`` (.ci/run installs olah 0.5.4 into a venv of its own and sets it). Without it the ``olah``
+fixture skips the test.
 
 Config keys (olah 0.5.4, ``olah/configs.py``): ``[basic]`` host, port, repos-path (olah's own cache),
 mirrors-path (a LIST of folders holding ``models/<org>/<name>`` git repos, looked up on every request),
 hf-scheme / hf-netloc (upstream; 127.0.0.1:9 so nothing leaves the machine), mirror-scheme /
 mirror-netloc (the URLs olah hands out); ``[accessibility] offline = true`` (never go upstream).
 ``olah-cli --log-path`` takes the log folder (default ./logs). With a pinned revision a missing file
-raised EntryNotFoundError here; ``model_info`` without a revision fails (see shared/notes/hub.md).
+raised EntryNotFoundError here; ``model_info`` without a revision fails.
 """
 
 from __future__ import annotations
