@@ -169,6 +169,9 @@ def test_postprocess_unpads_and_rescales():
     # training tuple: flow2 in network units -> x div_flow and x4
     torch.testing.assert_close(post((quarter * 0.5, None), (64, 128)), torch.full((1, 2, 64, 128), 40.0))
     assert post({"flows": flow.unsqueeze(1)}, (64, 128)).shape == (1, 2, 64, 128)
+    # ptlflow's dict is already at the frames' size: kept as is (not stretched from the padded size)
+    at_frame_size = torch.ones(1, 1, 2, 50, 70)
+    torch.testing.assert_close(post({"flows": at_frame_size}, (50, 70)), torch.ones(1, 2, 50, 70))
     with pytest.raises(InputError):
         post(torch.randn(1, 3, 64, 64), (64, 64))
 

@@ -149,8 +149,9 @@ class OpticalFlowPostprocess(nn.Module):
     Accepts the eval output of the flow models (B, 2, H', W') at the padded input size, already in
     pixels; a lower-resolution flow in pixels of its own grid (brought to H' x W' bilinearly, vectors
     scaled by the resize factors); the training output (a tuple/list whose first entry is flow2 in
-    network units: multiplied by ``div_flow`` first); or a ptlflow-style dict ``{"flows": B x 1 x 2 x h x w}``.
-    Then crops the top-left H x W (the transforms padded bottom/right; see the module docstring).
+    network units: multiplied by ``div_flow`` first); then crops the top-left H x W (the transforms padded
+    bottom/right; see the module docstring). A ptlflow-style dict ``{"flows": B x 1 x 2 x h x w}`` is
+    already at the frames' size (ptlflow undoes its own resizing), so it is only brought to H x W.
     """
 
     def __init__(self, multiple: int = 64, div_flow: float = 20.0) -> None:
@@ -169,6 +170,8 @@ class OpticalFlowPostprocess(nn.Module):
                              f"multi-scale predictions or a dict with 'flows', got {type(output).__name__}")
         check_shape(flow, "B,C,H,W", "flow", C=2)
         h, w = (int(s) for s in size[-2:])
+        if isinstance(output, Mapping):
+            return resize_flow(flow, (h, w))
         ph, pw = padded_size((h, w), self.multiple)
         flow = resize_flow(flow, (ph, pw))
         return flow[..., :h, :w]
