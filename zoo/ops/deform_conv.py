@@ -126,7 +126,7 @@ def deform_conv2d_implementation(device: torch.device, dtype: torch.dtype) -> st
       (1x512x32x32 -> 512, 3x3, dilation 2, one deformable group, with a mask) sample + matmul is
       1.93x faster than torchvision's CPU kernel (62 vs 120 ms) and 2.69x for a forward + backward
       step (268 vs 719 ms): ``python benchmarks/ops.py --only deform --threads 1 --clock cpu``,
-      2026-12-06, one thread, CPU time, on a loaded machine. At other shapes 1.45-3.6x (``python
+      2026-12-06, one thread, CPU time, on a loaded machine. At other shapes 1.7-3.9x (``python
       benchmarks/dispatch_crossover.py --family deform``). Under export it traces to aten ops only
       (grid_sampler, matmul), which ONNX (GridSample, opset 16) and every torch.export backend take;
       torchvision's op is a custom op.

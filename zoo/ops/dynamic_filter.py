@@ -89,15 +89,16 @@ def per_sample_conv2d_implementation(device: torch.device, input_shape: Sequence
       grouped conv falls off a cliff past those sizes while B dense convs do not. Measured on this
       project's CPU (2-core AMD EPYC, torch 2.14.1, one thread, CPU time, 2026-12-06, ``python
       benchmarks/dispatch_crossover.py --family per_sample_conv2d``; the machine was loaded, single
-      rows vary by up to 30%): grouped conv takes 1.9x the loop's time for 512->512 3x3 at 7x7 and
-      batch 4 and 8 (kernels 9.4M and 19M elements), 1.45x for 256->256 3x3 at 14x14 and batch 16
-      (9.4M), and 2.4x for depthwise 96-channel 3x3 at 56x56 and batch 8 and 16 (input 2.4M and 4.8M
-      elements; 1.4 ms vs 1.8 ms at batch 4, 1.2M). Below both thresholds the two are within noise
-      (64->64 3x3 at 56x56, batch 8, the benchmark's DyConv setting: input 1.6M elements, 0.8-1.4x
-      across runs) or the grouped conv wins (depthwise 960-channel 7x7: 1.7-2x). DyConv at batch 8
-      (``python benchmarks/ops.py --only dynamic --threads 1 --clock cpu``, same day): 64->64 56x56
-      (grouped picked) 1.26x its per-sample reference; 512->512 7x7 (loop picked) 2.44x the reference
-      and 1.59x the grouped conv.
+      rows vary by up to 30%): grouped conv takes 2.0-2.2x the loop's time for 512->512 3x3 at 7x7
+      and batch 4, 8 and 16 (kernels 9.4M-38M elements), 1.5x for 256->256 3x3 at 14x14 and batch 16
+      (9.4M), 2.3-2.4x for depthwise 96-channel 3x3 at 56x56 and batch 8 and 16 (input 2.4M and 4.8M
+      elements; 1.4 vs 1.6 ms at batch 4, 1.2M) and 4.6x for depthwise 32-channel 112x112 at batch 8
+      (3.2M). Below both thresholds the two are within noise (64->64 3x3 at 56x56, batch 8, the
+      benchmark's DyConv setting: input 1.6M elements, grouped conv 0.73-1.43x the loop's speed
+      across six runs) or the grouped conv wins (depthwise 960-channel 7x7: about 2x). DyConv at
+      batch 8 (``python benchmarks/ops.py --only dynamic --threads 1 --clock cpu``, same day):
+      64->64 56x56 (grouped picked) 1.26x its per-sample reference; 512->512 7x7 (loop picked) 2.44x
+      the reference and 1.59x the grouped conv.
     - CUDA and every other device (meta included): ``"grouped"`` (one kernel launch instead of B).
     """
     if torch.compiler.is_exporting():
