@@ -228,9 +228,11 @@ def test_per_sample_conv2d_runs_the_picked_formulation(monkeypatch, implementati
     calls = []
     original = FORMULATIONS[implementation]
     monkeypatch.setattr(filter_module, "per_sample_conv2d_implementation", lambda device, xs, ws: implementation)
-    monkeypatch.setattr(filter_module, f"_per_sample_conv2d_{implementation}", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(filter_module, f"_per_sample_conv2d_{implementation}",
+                        lambda *a: calls.append(1) or original(*a))
     x, weight, bias, args = _conv_args(CONV_CASES[0], torch.float64)
-    torch.testing.assert_close(per_sample_conv2d(x, weight, bias, *args), dynamic_conv2d_reference(x, weight, bias, *args))
+    torch.testing.assert_close(per_sample_conv2d(x, weight, bias, *args),
+                               dynamic_conv2d_reference(x, weight, bias, *args))
     assert calls == [1]
 
 
