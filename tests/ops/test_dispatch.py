@@ -184,6 +184,19 @@ def test_deform_export_traces_aten_ops_only():
                                rtol=1e-5, atol=1e-5)
 
 
+
+def test_deform_onnx_export_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    x, offset, mask, weight, _, _ = _deform_args((2, 4, 5, 1, 1, 6, 7, (3, 3), 1, 1, 1), torch.float32)
+    program = torch.onnx.export(_Deform(), (x, offset, mask, weight), dynamo=True)
+    assert "GridSample" in {node.op_type for node in program.model_proto.graph.node}
+    program.save(str(tmp_path / "deform.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "deform.onnx"))
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), (x, offset, mask, weight))}
+    torch.testing.assert_close(torch.from_numpy(session.run(None, feeds)[0]), _Deform()(x, offset, mask, weight),
+                               rtol=1e-4, atol=1e-4)
+
 # 3. per-sample convolution: grouped, loop and unfold equal the per-sample reference -----------------------------
 CONV_CASES = [  # batch, in, out, groups, kernel, stride, padding, dilation, H, W
     (3, 4, 6, 1, 3, 1, 1, 1, 9, 7),

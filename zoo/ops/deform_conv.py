@@ -128,8 +128,8 @@ def deform_conv2d_implementation(device: torch.device, dtype: torch.dtype) -> st
       step (268 vs 719 ms): ``python benchmarks/ops.py --only deform --threads 1 --clock cpu``,
       2026-12-06, one thread, CPU time, on a loaded machine. At other shapes 1.7-3.9x (``python
       benchmarks/dispatch_crossover.py --family deform``). Under export it traces to aten ops only
-      (grid_sampler, matmul), which ONNX (GridSample, opset 16) and every torch.export backend take;
-      torchvision's op is a custom op.
+      (grid_sampler, matmul; the ONNX export is a GridSample node that onnxruntime runs), where
+      torchvision's op would be a custom op.
     The dtype does not change the choice (reduced-precision inputs are computed in float32 on either
     path; see the module docstring).
     """
