@@ -22,14 +22,39 @@ class Case:
     repeats: int = 5
 
 
-def time_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds (no grad)."""
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    # CPU time of the calling thread: with one intra-op thread all of torch's work runs on it, and time
+    # spent waiting for a core on a loaded machine is not counted (cache contention still is).
+    "cpu": time.thread_time,
+}
+
+
+def time_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1, clock: str = "wall") -> float:
+    """Median time of ``fn()`` in milliseconds (no grad) on ``clock`` ("wall" or "cpu", see CLOCKS)."""
+    now = CLOCKS[clock]
     with torch.no_grad():
         for _ in range(warmup):
             fn()
         samples = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = now()
             fn()
-            samples.append((time.perf_counter() - start) * 1e3)
+            samples.append((now() - start) * 1e3)
     return statistics.median(samples)
+
+
+def interleaved_ms(fns: dict[str, Callable[[], Any]], rounds: int, clock: str = "cpu") -> dict[str, float]:
+    """Median time in ms of each of ``fns`` (no grad), measured round-robin in one process so that a
+    change of machine load hits every implementation alike; one warm-up call each."""
+    now = CLOCKS[clock]
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                start = now()
+                fn()
+                samples[name].append((now() - start) * 1e3)
+    return {name: statistics.median(s) for name, s in samples.items()}

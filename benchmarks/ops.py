@@ -4,7 +4,8 @@ Every (case, implementation) runs in a fresh process so that peak memory is its 
 memory of the first call above the memory held after setting up inputs (Linux VmHWM, reset after setup). Times are medians of ``repeats`` calls after a
 warm-up, without autograd. Ratios are taken against the case's baseline in the same run.
 
-    python benchmarks/ops.py [--only lsdfn,correlation] [--repeats 5] [--out benchmarks/results/ops.json]
+    python benchmarks/ops.py [--only lsdfn,correlation] [--repeats 5] [--threads 1 --clock cpu]
+                             [--out benchmarks/results/ops.json]
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def case_modules(only: set[str] | None) -> list[str]:
     return [n for n in names if only is None or n in only]
 
 
-def worker(module: str, index: int, impl: str, repeats: int) -> dict:
+def worker(module: str, index: int, impl: str, repeats: int, clock: str = "wall") -> dict:
     case = importlib.import_module(f"op_cases.{module}").cases()[index]
     fns = case.setup()
     fn = fns[impl]
@@ -48,7 +49,7 @@ def worker(module: str, index: int, impl: str, repeats: int) -> dict:
     with torch.no_grad():
         fn()
     after = _status_kb("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ms = time_ms(fn, repeats=case.repeats if repeats <= 0 else repeats, warmup=0)
+    ms = time_ms(fn, repeats=case.repeats if repeats <= 0 else repeats, warmup=0, clock=clock)
     return {"ms": ms, "peak_extra_mb": max(after - base_peak, 0) / 1024.0, "peak_method": "VmHWM" if resettable else "ru_maxrss"}
 
 
@@ -76,8 +77,9 @@ def _reset_peak() -> bool:
         return False
 
 
-def run_isolated(module: str, index: int, impl: str, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", f"{module}:{index}:{impl}", "--repeats", str(repeats)]
+def run_isolated(module: str, index: int, impl: str, repeats: int, threads: int = 0, clock: str = "wall") -> dict:
+    cmd = [sys.executable, __file__, "--worker", f"{module}:{index}:{impl}", "--repeats", str(repeats),
+           "--threads", str(threads), "--clock", clock]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -101,6 +103,11 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated op_cases modules")
     parser.add_argument("--repeats", type=int, default=0, help="override each case's repeats")
     parser.add_argument("--out", default=str(HERE / "results" / "ops.json"))
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads in each worker (0: torch's default)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or the CPU time of the calling thread (meaningful with --threads 1: "
+                             "on a loaded machine it leaves out the time spent waiting for a core)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--table", metavar="JSON", help="print a result file as a Markdown table and exit")
     args = parser.parse_args()
@@ -109,9 +116,13 @@ def main() -> None:
         print(markdown_table(json.loads(Path(args.table).read_text())))
         return
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu measures the calling thread only: use it with --threads 1")
     if args.worker:
         module, index, impl = args.worker.split(":")
-        print(json.dumps(worker(module, int(index), impl, args.repeats)))
+        print(json.dumps(worker(module, int(index), impl, args.repeats, args.clock)))
         return
 
     only = set(args.only.split(",")) if args.only else None
@@ -119,7 +130,8 @@ def main() -> None:
     for module in case_modules(only):
         for index, case in enumerate(importlib.import_module(f"op_cases.{module}").cases()):
             impls = list(case.setup().keys())
-            results = {impl: run_isolated(module, index, impl, args.repeats) for impl in impls}
+            results = {impl: run_isolated(module, index, impl, args.repeats, args.threads, args.clock)
+                       for impl in impls}
             base = results.get(case.baseline, {})
             for impl, r in results.items():
                 row = {"op": case.op, "setting": case.setting, "impl": impl, **r}
@@ -136,6 +148,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv),
         "rows": rows,

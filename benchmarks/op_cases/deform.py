@@ -1,10 +1,15 @@
-"""Deformable ConvNets v1/v2 operators: deformable convolution and deformable RoI pooling."""
+"""Deformable ConvNets v1/v2 operators: deformable convolution and deformable RoI pooling.
+
+Deformable convolution: fast = zoo's dispatch on the CPU (F.grid_sample of every tap + one matmul, see
+zoo.ops.deform_conv.deform_conv2d_implementation), torchvision = torchvision.ops.deform_conv2d (zoo's
+choice on CUDA), the baseline of the speed-up."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import deform_conv2d as tv_deform_conv2d
 from torchvision.ops import roi_align
 
 from benchmarks._bench import Case
@@ -21,8 +26,30 @@ def _deform_conv_res5() -> dict[str, Callable[[], Any]]:
     mask = torch.rand(1, 9, 32, 32, generator=g)
     return {
         "fast": lambda: modulated_deform_conv2d(x, offset, mask, weight, None, 1, 2, 2),
+        "torchvision": lambda: tv_deform_conv2d(x, offset, weight, None, 1, 2, 2, mask),
         "reference": lambda: deform_conv2d_reference(x, offset, weight, None, 1, 2, 2, mask=mask),
         "conv2d (no deformation)": lambda: F.conv2d(x, weight, None, 1, 2, 2),
+    }
+
+
+def _deform_conv_res5_train() -> dict[str, Callable[[], Any]]:
+    """One optimisation step (forward + backward to input, offset, mask and weight) at the res5 setting."""
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(1, 512, 32, 32, generator=g), torch.randn(1, 18, 32, 32, generator=g),
+            torch.rand(1, 9, 32, 32, generator=g), torch.randn(512, 512, 3, 3, generator=g) * 0.01]
+    for t in args:
+        t.requires_grad_()
+    x, offset, mask, weight = args
+
+    def step(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.enable_grad():
+                fn().sum().backward()
+        return run
+
+    return {
+        "fast": step(lambda: modulated_deform_conv2d(x, offset, mask, weight, None, 1, 2, 2)),
+        "torchvision": step(lambda: tv_deform_conv2d(x, offset, weight, None, 1, 2, 2, mask)),
     }
 
 
@@ -49,7 +76,11 @@ def _deform_roi_pool_case(sampling_ratio: int) -> Callable[[], dict[str, Callabl
 
 def cases() -> list[Case]:
     return [
-        Case("ModulatedDeformConv2d", "res5 1x512x32x32 -> 512, 3x3, dilation 2, dg 1", _deform_conv_res5, repeats=3),
+        # fast = the CPU dispatch (grid_sample + matmul); the target is against torchvision's kernel
+        Case("ModulatedDeformConv2d", "res5 1x512x32x32 -> 512, 3x3, dilation 2, dg 1", _deform_conv_res5,
+             baseline="torchvision", repeats=3),
+        Case("ModulatedDeformConv2d", "train step (fwd+bwd), res5 1x512x32x32 -> 512, 3x3, dilation 2",
+             _deform_conv_res5_train, baseline="torchvision", repeats=3),
         Case("DeformRoIPool", "C=256 50x50, 64 RoIs, 7x7, sampling_ratio 2", _deform_roi_pool_case(2), repeats=3),
         Case("DeformRoIPool", "C=256 50x50, 64 RoIs, 7x7, adaptive sampling", _deform_roi_pool_case(0), repeats=3),
     ]

@@ -2,8 +2,11 @@
 3 x 3, E = K = T = 4 (CondConv / DyConv / DyNet), and DFN's dynamic local filtering at that setting
 (per-channel filters, HDFNet-style) and at DFN's Moving-MNIST setting (1 channel, 64 x 64, 9 x 9, softmax).
 
-fast = the functional / module fast path (one grouped conv over the batch; tap accumulation for local
-filtering); reference = the plain ``*_reference`` (per-sample loop of ``F.conv2d``; unfold-multiply-sum).
+fast = the functional / module fast path (one per-sample conv: grouped conv over the batch or a loop of
+``F.conv2d``, as zoo.ops.dynamic_filter.per_sample_conv2d_implementation picks; tap accumulation for
+local filtering); reference = the plain ``*_reference`` (per-sample loop of ``F.conv2d``;
+unfold-multiply-sum). DyConv also runs at 512 -> 512, 7 x 7 (the CPU rule picks the loop there), with
+both formulations forced ("grouped conv", "per-sample loop") next to the dispatch.
 Modules run in eval mode, no grad; their reference uses the same attention / routing / coefficients.
 """
 from __future__ import annotations
@@ -16,10 +19,13 @@ from benchmarks._bench import Case
 from zoo.ops.cond_conv import CondConv2d, CondConvRouting, cond_conv2d_reference
 from zoo.ops.dy_conv import DyConv2d, dy_conv2d_reference
 from zoo.ops.dynamic_filter import (
+    _per_sample_conv2d_grouped,
+    _per_sample_conv2d_loop,
     dynamic_conv2d,
     dynamic_conv2d_reference,
     dynamic_local_filter,
     dynamic_local_filter_reference,
+    mix_kernels,
 )
 from zoo.ops.dynet import DyNetConv2d, dynet_conv2d_reference
 
@@ -62,13 +68,27 @@ def _cond_conv() -> dict[str, Callable[[], Any]]:
     }
 
 
-def _dy_conv() -> dict[str, Callable[[], Any]]:
-    x = _x()
-    m = DyConv2d(C, C, K, padding=1, num_kernels=E).eval()
-    return {
-        "fast": lambda: m(x),
-        "reference": lambda: dy_conv2d_reference(x, m.attention_logits(x), m.weight, m.bias, m.temperature, padding=1),
-    }
+def _dy_conv_case(c: int, size: int) -> Callable[[], dict[str, Callable[[], Any]]]:
+    def setup() -> dict[str, Callable[[], Any]]:
+        x = torch.randn(B, c, size, size, generator=torch.Generator().manual_seed(0))
+        m = DyConv2d(c, c, K, padding=1, num_kernels=E).eval()
+
+        def forced(formulation: Callable[..., torch.Tensor]) -> Callable[[], torch.Tensor]:
+            def run() -> torch.Tensor:
+                attention = torch.softmax(m.attention_logits(x) / m.temperature, dim=1)
+                kernels, biases = mix_kernels(attention, m.weight, m.bias)
+                return formulation(x, kernels, biases, 1, 1, 1, 1)
+            return run
+
+        return {
+            "fast": lambda: m(x),
+            "reference": lambda: dy_conv2d_reference(x, m.attention_logits(x), m.weight, m.bias, m.temperature,
+                                                     padding=1),
+            "grouped conv": forced(_per_sample_conv2d_grouped),
+            "per-sample loop": forced(_per_sample_conv2d_loop),
+        }
+
+    return setup
 
 
 def _dynet() -> dict[str, Callable[[], Any]]:
@@ -88,6 +108,7 @@ def cases() -> list[Case]:
         Case(op="dynamic_local_filter", setting="B=8 C=1 64x64 k=9 softmax (DFN Moving MNIST)",
              setup=_local(8, 1, 64, 64, 9, per_channel=False, softmax=True)),
         Case(op="CondConv2d", setting=f"{TYPICAL} E={E}", setup=_cond_conv),
-        Case(op="DyConv2d", setting=f"{TYPICAL} K={E}", setup=_dy_conv),
+        Case(op="DyConv2d", setting=f"{TYPICAL} K={E}", setup=_dy_conv_case(C, H)),
+        Case(op="DyConv2d", setting=f"B={B} 512->512 7x7 k={K} K={E}", setup=_dy_conv_case(512, 7)),
         Case(op="DyNetConv2d", setting=f"{TYPICAL} T={E}", setup=_dynet),
     ]

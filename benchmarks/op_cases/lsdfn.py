@@ -1,14 +1,29 @@
 """LS-DFN at the paper's settings: fast path (samples summed before the shared kernel) vs the
 reference that materialises the unfolded s*s*k*k neighbourhood. U is given channels-last in
-memory (as LSDFN computes it); ``fast_u_channels_first`` shows the cost of a channels-first U."""
+memory (as LSDFN computes it); ``fast_u_channels_first`` shows the cost of a channels-first U;
+``fast_one_pass`` is the fast path without the CPU row tiles of the sample sum (the fast path before
+issue 32's dispatch, see zoo.ops.lsdfn.lsdfn_window_rows)."""
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 import torch
 
 from benchmarks._bench import Case
 from zoo.ops.lsdfn import lsdfn, lsdfn_reference
+
+_lsdfn_module = importlib.import_module("zoo.ops.lsdfn")  # zoo.ops.lsdfn is also the function's name
+
+
+def _one_pass(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """The fast path as it was before the CPU row tiles (issue 32): the sample sum in one pass."""
+    tile = _lsdfn_module._CPU_TILE_NUMEL
+    _lsdfn_module._CPU_TILE_NUMEL = 2**62
+    try:
+        return lsdfn(*args, **kwargs)
+    finally:
+        _lsdfn_module._CPU_TILE_NUMEL = tile
 
 
 def _setup(c: int, co: int, k: int, s: int, gamma: int, h: int, w: int) -> Callable[[], dict[str, Callable[[], Any]]]:
@@ -25,6 +40,7 @@ def _setup(c: int, co: int, k: int, s: int, gamma: int, h: int, w: int) -> Calla
         u_first = (args[0], args[1].contiguous(), *args[2:])  # U channels-first: one transposing copy
         return {
             "fast": lambda: lsdfn(*args, sample_stride=gamma),
+            "fast_one_pass": lambda: _one_pass(*args, sample_stride=gamma),
             "fast_u_channels_first": lambda: lsdfn(*u_first, sample_stride=gamma),
             "reference": lambda: lsdfn_reference(*args, sample_stride=gamma),
         }

@@ -41,9 +41,14 @@ def test_forward_and_export_on_a_small_input(name):
         assert tensors
     assert all(torch.isfinite(t.float()).all() for t in tensors if isinstance(t, torch.Tensor))
     if info.exportable:
+        # In float64: the exported graph may trace another formulation of an op (zoo/ops: export paths), whose
+        # float32 rounding differs; through 100 random-init layers (activations ~1e5) that reaches 3e-3 relative.
+        model, inputs = model.double(), tuple(x.double() for x in inputs)
+        with torch.no_grad():
+            first = model(*inputs)
         exported = torch.export.export(model, inputs)
         with torch.no_grad():
             again = exported.module()(*inputs)
-        first = tensors[0]
-        second = again if isinstance(again, torch.Tensor) else next(iter(again.values())) if isinstance(again, dict) else again[0]
-        torch.testing.assert_close(second, first, rtol=1e-4, atol=1e-4)
+        pick = lambda out: out if isinstance(out, torch.Tensor) else next(iter(out.values())) if isinstance(out, dict) else out[0]  # noqa: E731
+        first, second = pick(first), pick(again)
+        torch.testing.assert_close(second, first, rtol=1e-7, atol=1e-7 * max(1.0, float(first.abs().max())))

@@ -6,7 +6,8 @@ Inference", NeurIPS 2019 (https://arxiv.org/abs/1904.04971).
 Each sample b gets its own kernel ``W_b = sum_e r[b, e] * W_e`` (and bias ``b_b = sum_e r[b, e] * b_e``)
 from E expert kernels and routing weights ``r = sigmoid(Linear(GAP(x)))`` (:class:`CondConvRouting`),
 then ``y_b = conv(x_b, W_b) + b_b`` — equal to a mixture of E convolutions at the cost of one. Computed as
-one grouped conv over the batch (:func:`zoo.ops.dynamic_filter.per_sample_conv2d`).
+one grouped conv over the batch, or a per-sample loop where that is faster
+(:func:`zoo.ops.dynamic_filter.per_sample_conv2d`).
 
 Shapes: x (B, C, H, W), routing weights (B, E), experts (E, out, C/groups, kh, kw) -> (B, out, H', W').
 :class:`CondConv2d` follows timm's ``timm.layers.CondConv2d`` so that converted ``tf_efficientnet_cc_*``
@@ -45,7 +46,7 @@ def cond_conv2d(x: torch.Tensor, routing_weights: torch.Tensor, weight: torch.Te
     ``sigmoid(Linear(GAP(x)))``, see :class:`CondConvRouting`), ``weight`` the experts
     (E, out, C/groups, kh, kw), ``bias`` (E, out) or None -> (B, out, H', W').
     Fast path: :func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d` (one matmul mixes the experts, one
-    grouped conv).
+    per-sample conv).
     """
     return kernel_mixture_conv2d(x, routing_weights, weight, bias, stride, padding, dilation, groups, names=_NAMES)
 

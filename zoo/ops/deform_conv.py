@@ -32,14 +32,20 @@ Interpretation choices:
   offset = cat(o1, o2), mask = sigmoid(logits) (mmcv's order; at zero init every mask is 0.5).
 - Defaults follow mmcv: v1 has no bias by default, v2 has one; v1 weight is Kaiming-uniform (ReLU gain),
   v2 weight uniform(+-1/sqrt(C_in*kh*kw)) with zero bias.
-- bfloat16: torchvision's kernel has no bfloat16 path, so bfloat16 inputs are computed in float32 and
-  the result is cast back to bfloat16 (gradients flow through the casts).
+- bfloat16 (both paths) and float16 (sample + matmul path) are computed in float32 and the result is
+  cast back (gradients flow through the casts): torchvision's kernel has no bfloat16 path, and sample
+  positions in half precision would be off by a fraction of a pixel.
+
+Fast path, per device (:func:`deform_conv2d_implementation`, measurements there): torchvision's kernel
+on CUDA; elsewhere, and under torch.export, every tap sampled with one ``F.grid_sample`` into columns and
+one matmul with the weight (:func:`_deform_conv2d_sample_matmul`), which beats torchvision's CPU kernel.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d as _tv_deform_conv2d
@@ -52,6 +58,7 @@ __all__ = [
     "ModulatedDeformConv2d",
     "deform_conv2d",
     "deform_conv2d_reference",
+    "deform_conv2d_implementation",
     "modulated_deform_conv2d",
 ]
 
@@ -105,20 +112,96 @@ def _check_args(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | No
         check_same(input, bias, "deform_conv2d input/bias")
 
 
-def _call_torchvision(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None,
-                      mask: Tensor | None, stride: tuple[int, int], padding: tuple[int, int],
-                      dilation: tuple[int, int]) -> Tensor:
-    if input.dtype == torch.bfloat16:  # no bfloat16 kernel in torchvision: compute in float32
+def deform_conv2d_implementation(device: torch.device, dtype: torch.dtype) -> str:
+    """Which implementation :func:`deform_conv2d` / :func:`modulated_deform_conv2d` run for inputs on
+    ``device`` with ``dtype``: ``"torchvision"`` (torchvision.ops.deform_conv2d) or ``"sample_matmul"``
+    (:func:`_deform_conv2d_sample_matmul`: ``F.grid_sample`` of every tap, then one matmul).
+
+    A pure function of the device type (and of whether torch.export is tracing): no timing, no host
+    sync. Rule and measurement:
+
+    - CUDA: torchvision's kernel (fused im2col on the GPU; the fast path there).
+    - every other device (CPU, meta, ...) and any device under torch.export: sample + matmul. On
+      this project's CPU (2-core AMD EPYC, torch 2.14.1, torchvision 0.29.1) at the res5 setting
+      (1x512x32x32 -> 512, 3x3, dilation 2, one deformable group, with a mask) sample + matmul is
+      1.93x faster than torchvision's CPU kernel (62 vs 120 ms) and 2.69x for a forward + backward
+      step (268 vs 719 ms): ``python benchmarks/ops.py --only deform --threads 1 --clock cpu``,
+      2026-12-06, one thread, CPU time, on a loaded machine. At other shapes 1.7-3.9x (``python
+      benchmarks/dispatch_crossover.py --family deform``). Under export it traces to aten ops only
+      (grid_sampler, matmul; the ONNX export is a GridSample node that onnxruntime runs), where
+      torchvision's op would be a custom op.
+    The dtype does not change the choice (reduced-precision inputs are computed in float32 on either
+    path; see the module docstring).
+    """
+    if device.type == "cuda" and not torch.compiler.is_exporting():
+        return "torchvision"
+    return "sample_matmul"
+
+
+def _deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None,
+                   mask: Tensor | None, stride: tuple[int, int], padding: tuple[int, int],
+                   dilation: tuple[int, int]) -> Tensor:
+    """Checked arguments -> the implementation :func:`deform_conv2d_implementation` picks. Computed in
+    float32 and cast back: bfloat16 on torchvision (no bfloat16 kernel), bfloat16 and float16 on
+    sample + matmul (sample positions in half precision would be off by up to 1/8 pixel at 32)."""
+    tv = deform_conv2d_implementation(input.device, input.dtype) == "torchvision"
+    if input.dtype == torch.bfloat16 or (input.dtype == torch.float16 and not tv):
         f32 = lambda t: None if t is None else t.float()  # noqa: E731
-        out = _tv_deform_conv2d(input.float(), offset.float(), weight.float(), f32(bias), stride, padding,
-                                dilation, f32(mask))
-        return out.to(torch.bfloat16)
-    return _tv_deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+        out = _deform_conv2d(input.float(), offset.float(), weight.float(), f32(bias), f32(mask), stride,
+                             padding, dilation)
+        return out.to(input.dtype)
+    if tv:
+        return _tv_deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+    return _deform_conv2d_sample_matmul(input, offset, weight, bias, mask, stride, padding, dilation)
+
+
+def _deform_conv2d_sample_matmul(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None,
+                                 mask: Tensor | None, stride: tuple[int, int], padding: tuple[int, int],
+                                 dilation: tuple[int, int]) -> Tensor:
+    """Deformable convolution as one ``F.grid_sample`` of all kh*kw taps (bilinear, zero padding)
+    into columns (B, C_in*kh*kw, Ho*Wo), times the mask, then one (grouped) matmul with the weight.
+
+    Equal to torchvision's kernel: a corner outside the map contributes 0, so a sample at least one
+    pixel outside is 0. Sample positions are mapped to grid_sample's align_corners=False
+    coordinates, ``(2 * pos + 1) / size - 1``, which is defined for any size >= 1. Memory: the
+    columns, C_in*kh*kw*Ho*Wo per sample (as torchvision's im2col buffer). No checks.
+    """
+    b, c_in, h, w = input.shape
+    c_out, c_per_group = weight.shape[:2]
+    pos_y, pos_x = _sampling_positions(offset, weight, stride, padding, dilation)  # (B, G, taps, Ho, Wo)
+    dg, taps, ho, wo = pos_y.shape[1:]
+    groups = c_in // c_per_group
+    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)  # (B, G, taps, Ho, Wo, 2)
+    sampled = F.grid_sample(input.reshape(b * dg, c_in // dg, h, w), grid.view(b * dg, taps * ho, wo, 2),
+                            mode="bilinear", padding_mode="zeros", align_corners=False)
+    if mask is not None:                                                            # (B*G, C/G, taps*Ho, Wo)
+        sampled, mask = sampled.view(b, dg, c_in // dg, taps, ho * wo), mask.view(b, dg, 1, taps, ho * wo)
+        # in place unless the mask's gradient needs the samples (grid_sample's backward does not)
+        sampled = sampled * mask if torch.is_grad_enabled() and mask.requires_grad else sampled.mul_(mask)
+    columns = sampled.reshape(b, groups, c_per_group * taps, ho * wo)               # channel-major, tap-minor
+    out = torch.matmul(weight.reshape(groups, c_out // groups, c_per_group * taps), columns)
+    out = out.view(b, c_out, ho, wo)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def _sampling_positions(offset: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
+                        dilation: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Rows and columns (B, G, taps, Ho, Wo) at which every tap k = i * kw + j samples the input:
+    the regular grid (oy * s - p + i * d, ox * s - p + j * d) plus the offsets (dy, dx)."""
+    b, (ho, wo), (kh, kw) = offset.shape[0], offset.shape[-2:], weight.shape[-2:]
+    dtype, device = offset.dtype, offset.device
+    oy = torch.arange(ho, dtype=dtype, device=device) * stride[0] - padding[0]
+    ox = torch.arange(wo, dtype=dtype, device=device) * stride[1] - padding[1]
+    ki = torch.arange(kh, dtype=dtype, device=device).repeat_interleave(kw) * dilation[0]   # (taps,)
+    kj = torch.arange(kw, dtype=dtype, device=device).repeat(kh) * dilation[1]
+    off = offset.view(b, offset.shape[1] // (2 * kh * kw), kh * kw, 2, ho, wo)  # explicit G: B may be 0
+    return (ki[:, None, None] + oy[None, :, None] + off[:, :, :, 0],
+            kj[:, None, None] + ox[None, None, :] + off[:, :, :, 1])
 
 
 def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
                   stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
-    """Deformable convolution v1 (fast path: torchvision.ops.deform_conv2d).
+    """Deformable convolution v1 (fast path per device: :func:`deform_conv2d_implementation`).
 
     Args: input (B, C_in, H, W); offset (B, 2*G*kh*kw, Ho, Wo) with (dy, dx) pairs per tap; weight
     (C_out, C_in/groups, kh, kw); bias (C_out,) or None. ``groups`` and ``deform_groups`` G are read
@@ -126,20 +209,20 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_args(input, offset, weight, bias, None, stride, padding, dilation)
-    return _call_torchvision(input, offset, weight, bias, None, stride, padding, dilation)
+    return _deform_conv2d(input, offset, weight, bias, None, stride, padding, dilation)
 
 
 def modulated_deform_conv2d(input: Tensor, offset: Tensor, mask: Tensor, weight: Tensor,
                             bias: Tensor | None = None, stride: IntPair = 1, padding: IntPair = 0,
                             dilation: IntPair = 1) -> Tensor:
-    """Modulated deformable convolution v2 (fast path: torchvision.ops.deform_conv2d with a mask).
+    """Modulated deformable convolution v2 (fast path per device: :func:`deform_conv2d_implementation`).
 
     As :func:`deform_conv2d`, plus mask (B, G*kh*kw, Ho, Wo): each bilinear sample is multiplied by
     its mask value before the weighted sum (the mask is used as given; modules apply the sigmoid).
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_args(input, offset, weight, bias, mask, stride, padding, dilation)
-    return _call_torchvision(input, offset, weight, bias, mask, stride, padding, dilation)
+    return _deform_conv2d(input, offset, weight, bias, mask, stride, padding, dilation)
 
 
 def _bilinear_zero_padded(x: Tensor, y: Tensor, xs: Tensor) -> Tensor:
@@ -175,19 +258,8 @@ def deform_conv2d_reference(input: Tensor, offset: Tensor, weight: Tensor, bias:
     dg = offset.shape[1] // (2 * taps)
     ho, wo = offset.shape[-2:]
 
-    # Regular grid: rows oy * s - p + i * d, columns ox * s - p + j * d, for taps k = i * kw + j.
-    dt, dev = input.dtype, input.device
-    oy = torch.arange(ho, dtype=dt, device=dev) * stride[0] - padding[0]
-    ox = torch.arange(wo, dtype=dt, device=dev) * stride[1] - padding[1]
-    ki = torch.arange(kh, dtype=dt, device=dev).repeat_interleave(kw) * dilation[0]   # (taps,)
-    kj = torch.arange(kw, dtype=dt, device=dev).repeat(kh) * dilation[1]
-    base_y = ki[:, None, None] + oy[None, :, None]         # (taps, Ho, 1)
-    base_x = kj[:, None, None] + ox[None, None, :]         # (taps, 1, Wo)
-
-    off = offset.view(b, dg, taps, 2, ho, wo)
-    pos_y = (base_y + off[:, :, :, 0]).flatten(2)          # (B, G, taps * Ho * Wo)
-    pos_x = (base_x + off[:, :, :, 1]).flatten(2)
-    sampled = _bilinear_zero_padded(input.view(b, dg, c_in // dg, h, w), pos_y, pos_x)
+    pos_y, pos_x = _sampling_positions(offset, weight, stride, padding, dilation)
+    sampled = _bilinear_zero_padded(input.view(b, dg, c_in // dg, h, w), pos_y.flatten(2), pos_x.flatten(2))
     sampled = sampled.view(b, dg, c_in // dg, taps, ho * wo)
     if mask is not None:
         sampled = sampled * mask.view(b, dg, 1, taps, ho * wo)

@@ -6,8 +6,10 @@ CVPR 2020 (https://arxiv.org/abs/1912.03458).
 K parallel kernels (default 4) are aggregated per sample with attention weights
 ``pi(x) = softmax(FC2(ReLU(FC1(GAP(x)))) / tau)`` (sum to 1):
 ``W_b = sum_k pi_k W_k``, ``b_b = sum_k pi_k b_k``, ``y_b = conv(x_b, W_b) + b_b`` (the paper follows it with
-BN + ReLU; that belongs to the model). Computed as one grouped conv over the batch
-(:func:`zoo.ops.dynamic_filter.per_sample_conv2d`). Shapes: x (B, C, H, W), attention logits (B, K),
+BN + ReLU; that belongs to the model). Computed with
+:func:`zoo.ops.dynamic_filter.per_sample_conv2d`: one grouped conv over the batch, or on the CPU a
+per-sample loop once the batch's kernels are large (the rule and its measurement:
+:func:`zoo.ops.dynamic_filter.per_sample_conv2d_implementation`). Shapes: x (B, C, H, W), attention logits (B, K),
 kernels (K, out, C/groups, kh, kw), biases (K, out) -> (B, out, H', W').
 
 Temperature: the paper anneals tau linearly from 30 to 1 over the first 10 epochs (near-uniform
@@ -55,7 +57,7 @@ def dy_conv2d(x: torch.Tensor, attention_logits: torch.Tensor, weight: torch.Ten
     ``x`` (B, C, H, W), ``attention_logits`` (B, K) (before the temperature softmax; the attention pi is
     a convex combination: pi_k >= 0, sum_k pi_k = 1), ``weight`` (K, out, C/groups, kh, kw), ``bias``
     (K, out) or None -> (B, out, H', W'). Fast path: :func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d`
-    (one matmul aggregates, one grouped conv).
+    (one matmul aggregates, one per-sample conv: grouped conv or per-sample loop, by device and size).
     """
     _check(x, attention_logits, weight, bias, groups, temperature)
     attention = torch.softmax(attention_logits / temperature, dim=1)

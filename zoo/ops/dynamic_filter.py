@@ -17,7 +17,8 @@ dynamic filtering layer applies them to another input. Two layers:
 This file also holds the helpers shared by every per-sample-kernel operator in ``zoo.ops``
 (CondConv, Dynamic Convolution, DyNet, DMNet, CondInst): :func:`per_sample_conv2d`, the grouped-conv
 batch trick (B kernels applied as ONE grouped conv with ``groups = B * groups`` over a 1 x B*C x H x W
-view of the batch), :func:`mix_kernels`, the per-sample weighted sum of a bank of kernels, and
+view of the batch; a per-sample loop on the CPU for large stacked kernels, see
+:func:`per_sample_conv2d_implementation`), :func:`mix_kernels`, the per-sample weighted sum of a bank of kernels, and
 :func:`kernel_mixture_conv2d` (+ ``_reference``), the kernel-mixture convolution
 ``y_b = conv(x_b, sum_e c[b, e] W_e) + sum_e c[b, e] b_e`` that CondConv (sigmoid routing), Dynamic
 Convolution (softmax attention) and DyNet (unconstrained linear coefficients) are thin wrappers of; they
@@ -34,7 +35,7 @@ unfold formulation instead: the tap loop would unroll into k*k slice + multiply-
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ _Padding = Union[int, tuple[int, int], str]
 
 __all__ = [
     "per_sample_conv2d",
+    "per_sample_conv2d_implementation",
     "mix_kernels",
     "kernel_mixture_conv2d",
     "kernel_mixture_conv2d_reference",
@@ -66,19 +68,81 @@ __all__ = [
 # shared helpers
 
 
-def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                      stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
-    """Convolve each sample with its own kernel in one grouped convolution (no input checks).
+# Per-sample loop on the CPU once the batch's stacked kernels or its input exceed this many elements
+# (see per_sample_conv2d_implementation for the measurements).
+_CPU_GROUPED_MAX_KERNEL_NUMEL = 2**22
+_CPU_GROUPED_MAX_INPUT_NUMEL = 2**21
 
-    ``x`` (B, C, H, W), ``weight`` (B, out, C/groups, kh, kw), ``bias`` (B, out) or None ->
-    (B, out, H', W'). The batch is folded into channels, (1, B*C, H, W), and the B kernels are stacked
-    into (B*out, C/groups, kh, kw) with ``groups = B*groups``, so group ``b*groups + g`` of the big conv
-    is group ``g`` of sample ``b``. The single place in zoo where this trick lives; callers check shapes.
-    Under torch.export the batch-sized group count would be symbolic, which ONNX's Conv cannot express
-    (its ``group`` is an attribute), so export traces :func:`_per_sample_conv2d_unfold` instead.
+
+def per_sample_conv2d_implementation(device: torch.device, input_shape: Sequence[int],
+                                     weight_shape: Sequence[int]) -> str:
+    """Which formulation :func:`per_sample_conv2d` runs: ``"grouped"`` (one conv with the batch folded
+    into the groups), ``"loop"`` (one ``F.conv2d`` per sample) or ``"unfold"`` (unfold + batched matmul).
+
+    ``input_shape`` is x's (B, C, H, W), ``weight_shape`` the per-sample kernels' (B, out, C/groups, kh,
+    kw). A pure function of the device type, the shapes and whether torch.export is tracing (no
+    timing, no host sync); the dtype does not change the choice. Rule and measurements:
+
+    - under torch.export: ``"unfold"`` (ONNX's Conv cannot take a batch-sized group count).
+    - CPU: ``"loop"`` when B > 1 and either the stacked kernels have more than 2**22 elements (B * out *
+      C/groups * kh * kw) or the input more than 2**21 (B * C * H * W), else ``"grouped"``. oneDNN's
+      grouped conv falls off a cliff past those sizes while B dense convs do not. Measured on this
+      project's CPU (2-core AMD EPYC, torch 2.14.1, one thread, CPU time, 2026-12-06, ``python
+      benchmarks/dispatch_crossover.py --family per_sample_conv2d``; the machine was loaded, single
+      rows vary by up to 30%): grouped conv takes 2.0-2.2x the loop's time for 512->512 3x3 at 7x7
+      and batch 4, 8 and 16 (kernels 9.4M-38M elements), 1.5x for 256->256 3x3 at 14x14 and batch 16
+      (9.4M), 2.3-2.4x for depthwise 96-channel 3x3 at 56x56 and batch 8 and 16 (input 2.4M and 4.8M
+      elements; 1.4 vs 1.6 ms at batch 4, 1.2M) and 4.6x for depthwise 32-channel 112x112 at batch 8
+      (3.2M). Below both thresholds the two are within noise (64->64 3x3 at 56x56, batch 8, the
+      benchmark's DyConv setting: input 1.6M elements, grouped conv 0.73-1.43x the loop's speed
+      across six runs) or the grouped conv wins (depthwise 960-channel 7x7: about 2x). DyConv at
+      batch 8 (``python benchmarks/ops.py --only dynamic --threads 1 --clock cpu``, same day):
+      64->64 56x56 (grouped picked) 1.26x its per-sample reference; 512->512 7x7 (loop picked) 2.44x
+      the reference and 1.59x the grouped conv.
+    - CUDA and every other device (meta included): ``"grouped"`` (one kernel launch instead of B).
     """
     if torch.compiler.is_exporting():
+        return "unfold"
+    batch = input_shape[0]
+    if device.type == "cpu" and batch > 1 and (math.prod(weight_shape) > _CPU_GROUPED_MAX_KERNEL_NUMEL
+                                               or math.prod(input_shape) > _CPU_GROUPED_MAX_INPUT_NUMEL):
+        return "loop"
+    return "grouped"
+
+
+def per_sample_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                      stride: _Size2 = 1, padding: _Padding = 0, dilation: _Size2 = 1, groups: int = 1) -> torch.Tensor:
+    """Convolve each sample with its own kernel (no input checks).
+
+    ``x`` (B, C, H, W), ``weight`` (B, out, C/groups, kh, kw), ``bias`` (B, out) or None ->
+    (B, out, H', W'). Three formulations, picked by :func:`per_sample_conv2d_implementation`:
+    the grouped-conv batch trick (the batch folded into channels, (1, B*C, H, W), and the B kernels
+    stacked into (B*out, C/groups, kh, kw) with ``groups = B*groups``, so group ``b*groups + g`` of
+    the big conv is group ``g`` of sample ``b``; the single place in zoo where this trick lives), a
+    loop of one ``F.conv2d`` per sample (faster on the CPU for large stacked kernels), and under
+    torch.export :func:`_per_sample_conv2d_unfold` (the batch-sized group count would be symbolic,
+    which ONNX's Conv cannot express: its ``group`` is an attribute). Callers check shapes.
+    """
+    implementation = per_sample_conv2d_implementation(x.device, x.shape, weight.shape)
+    if implementation == "unfold":
         return _per_sample_conv2d_unfold(x, weight, bias, stride, padding, dilation, groups)
+    if implementation == "loop":
+        return _per_sample_conv2d_loop(x, weight, bias, stride, padding, dilation, groups)
+    return _per_sample_conv2d_grouped(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _per_sample_conv2d_loop(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: _Size2,
+                            padding: _Padding, dilation: _Size2, groups: int) -> torch.Tensor:
+    """:func:`per_sample_conv2d` as one ``F.conv2d`` per sample."""
+    if x.shape[0] == 0:
+        return _per_sample_conv2d_grouped(x, weight, bias, stride, padding, dilation, groups)
+    return torch.cat([F.conv2d(x[b: b + 1], weight[b], None if bias is None else bias[b], stride, padding,
+                               dilation, groups) for b in range(x.shape[0])])
+
+
+def _per_sample_conv2d_grouped(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: _Size2,
+                               padding: _Padding, dilation: _Size2, groups: int) -> torch.Tensor:
+    """:func:`per_sample_conv2d` as one grouped conv over the batch folded into channels."""
     batch, channels, height, width = x.shape
     out_channels = weight.shape[1]
     if batch == 0:  # groups=0 is not a valid conv; return the empty result with the right shape
@@ -189,7 +253,7 @@ def kernel_mixture_conv2d(
     ``x`` (B, C, H, W), ``coefficients`` c (B, E) (any real numbers; CondConv, DyConv and DyNet constrain
     them before the call), ``bank`` (E, out, C/groups, kh, kw), ``bias`` (E, out) or None ->
     (B, out, H', W'); conv arguments as ``F.conv2d``. ``names`` renames the tensors in input errors.
-    Fast path: one matmul mixes the bank (:func:`mix_kernels`), one grouped conv (:func:`per_sample_conv2d`).
+    Fast path: one matmul mixes the bank (:func:`mix_kernels`), one per-sample conv (:func:`per_sample_conv2d`).
 
     >>> kernel_mixture_conv2d(torch.randn(2, 4, 8, 8), torch.rand(2, 3), torch.randn(3, 6, 4, 3, 3), padding=1).shape
     torch.Size([2, 6, 8, 8])
@@ -262,7 +326,7 @@ def dynamic_conv2d(x: torch.Tensor, filters: torch.Tensor, bias: Optional[torch.
     """DFN dynamic convolution: sample b is convolved with ``filters[b]`` (arguments as ``F.conv2d``).
 
     ``x`` (B, C, H, W), ``filters`` (B, out, C/groups, kh, kw), ``bias`` (B, out) or None ->
-    (B, out, H', W'). Fast path: one grouped conv (:func:`per_sample_conv2d`).
+    (B, out, H', W'). Fast path: one per-sample conv (:func:`per_sample_conv2d`).
 
     >>> dynamic_conv2d(torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 3, 3), padding=1).shape
     torch.Size([2, 6, 8, 8])

@@ -6,7 +6,8 @@ Networks", arXiv 2020 (https://arxiv.org/abs/2004.10694). No official code.
 A coefficient prediction module maps the input to T coefficients per sample,
 ``a = FC(GAP(x))`` (B, T); the dynamic generation module fuses a bank of T fixed kernels into one kernel
 per sample, ``W_b = sum_t a[b, t] W_t`` (bias likewise), and ``y_b = conv(x_b, W_b) + b_b``. Computed as
-one grouped conv over the batch (:func:`zoo.ops.dynamic_filter.per_sample_conv2d`). Shapes: x
+one grouped conv over the batch, or a per-sample loop where that is faster
+(:func:`zoo.ops.dynamic_filter.per_sample_conv2d`). Shapes: x
 (B, C, H, W), coefficients (B, T), bank (T, out, C/groups, kh, kw), bank biases (T, out) -> (B, out, H', W').
 
 Interpretation vs Dynamic Convolution (``zoo.ops.dy_conv``) and CondConv (``zoo.ops.cond_conv``), all
@@ -47,7 +48,7 @@ def dynet_conv2d(x: torch.Tensor, coefficients: torch.Tensor, bank: torch.Tensor
     ``x`` (B, C, H, W), ``coefficients`` a (B, T) (plain linear fusion weights, any real numbers: no
     softmax or sigmoid, no normalisation), ``bank`` (T, out, C/groups, kh, kw), ``bias`` (T, out) or None
     -> (B, out, H', W'). Fast path: :func:`zoo.ops.dynamic_filter.kernel_mixture_conv2d` (one matmul fuses
-    the bank, one grouped conv).
+    the bank, one per-sample conv).
     """
     return kernel_mixture_conv2d(x, coefficients, bank, bias, stride, padding, dilation, groups, names=_NAMES)
 
