@@ -70,6 +70,17 @@ def _conv2(
     return conv
 
 
+def init_conv_and_norm(module: nn.Module) -> None:
+    """He init (fan_out, ReLU) of every Conv2d in ``module``; BatchNorm / GroupNorm weight 1, bias 0 (the
+    torchvision ResNet and fyu/drn initialisation)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs (stride on the first) + identity or projection shortcut (torchvision keys)."""
 
@@ -219,12 +230,7 @@ class ResNet(nn.Module):
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(planes_per_stage[3] * block.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_and_norm(self)
         if zero_init_residual:
             for m in self.modules():
                 last = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None

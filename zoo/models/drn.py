@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from zoo.archs import register_arch
 from zoo.layers import BasicBlock, Bottleneck, FixedBilinearUpsample, NormSpec, ResNet, bilinear_kernel, make_norm, resnet
+from zoo.layers.resnet import init_conv_and_norm
 from zoo.ops._checks import check_shape
 
 __all__ = ["DRN", "DRNSeg", "FixedBilinearUpsample", "NonResidualBasicBlock", "bilinear_kernel", "drn", "drn_seg",
@@ -158,12 +159,7 @@ class DRN(nn.Module):
 
     def reset_parameters(self) -> None:
         """fyu/drn init: convs N(0, 2 / (k * k * out_channels)), norms weight 1 / bias 0, fc bias default."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_and_norm(self)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
         downsample = None
