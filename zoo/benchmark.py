@@ -25,10 +25,10 @@ from torch.utils._pytree import tree_flatten
 
 from zoo.errors import ZooError
 from zoo.factory import create, example_inputs, model_info
+from zoo.tasks import get_task
 
 RUNTIMES = ("eager", "compile", "onnxruntime")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DETECTION_TASKS = ("object-detection", "instance-segmentation")
 
 
 class BenchmarkError(ZooError):
@@ -154,7 +154,7 @@ def benchmark(name: str, *, batch: int = 1, size: tuple[int, int] | None = None,
         raise BenchmarkError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if batch < 1 or warmup < 0 or repeats < 1:
         raise BenchmarkError(f"need batch >= 1, warmup >= 0 and repeats >= 1, got {batch}, {warmup}, {repeats}")
-    if train and info.task in DETECTION_TASKS:
+    if train and get_task(info.task).detector:
         raise BenchmarkError(f"{info.name!r}: --train needs ground-truth boxes for a detector; time inference instead")
     if runtime == "onnxruntime" and (train or device != "cpu" or dtype != "float32" or channels_last):
         raise BenchmarkError("--runtime onnxruntime times float32 inference on the CPU only "

@@ -21,6 +21,7 @@ from zoo import weights as W
 from zoo.errors import ZooError
 from zoo.factory import create, example_inputs, model_info, parse_name
 from zoo.io import atomic_output
+from zoo.tasks import get_task
 
 FORMATS = ("onnx", "pt2")
 METADATA_KEY = "zoo"
@@ -58,30 +59,17 @@ class WithTransforms(nn.Module):
 
 def raw_example_inputs(task: str, input_size: tuple[int, ...], size: tuple[int, int],
                        batch: int) -> tuple[tuple[torch.Tensor, ...], list[InputSpec]]:
-    """uint8 inputs of the transforms (what a user feeds ``model.transforms``) and their contract."""
-    lead = tuple(input_size[:-2])
-    h, w = size
+    """uint8 inputs of the transforms (what a user feeds ``model.transforms``, :attr:`Task.raw_inputs`)
+    and their contract."""
+    raw = get_task(task).raw_inputs(tuple(input_size[:-2]), *size)
     generator = torch.Generator().manual_seed(0)
-
-    def image(*shape: int) -> torch.Tensor:
-        return torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, generator=generator)
-
-    if task == "optical-flow":
-        shapes = [("image_pair", (2, 3, h, w), "uint8 RGB frames in [0, 255], (B, 2, 3, H, W)")]
-    elif task == "salient-object-detection" and lead == (4,):
-        shapes = [("rgb", (3, h, w), "uint8 RGB in [0, 255]"), ("depth", (1, h, w), "uint8 depth in [0, 255]")]
-    elif task == "video-prediction":
-        shapes = [("frames", (lead[0], 1, h, w), "uint8 grey frames in [0, 255], (B, T, 1, H, W)")]
-    else:
-        shapes = [("images", (3, h, w), "uint8 RGB in [0, 255]")]
-    tensors = tuple(image(*shape) for _, shape, _ in shapes)
-    return tensors, [InputSpec(name, (batch, *shape), "uint8", values) for name, shape, values in shapes]
+    tensors = tuple(torch.randint(0, 256, (batch, *r.shape), dtype=torch.uint8, generator=generator) for r in raw)
+    return tensors, [InputSpec(r.name, (batch, *r.shape), "uint8", r.values) for r in raw]
 
 
 def network_input_specs(task: str, inputs: tuple[torch.Tensor, ...]) -> list[InputSpec]:
-    """The contract of the network's own inputs (after the transforms)."""
-    names = {"salient-object-detection": ("rgb", "depth"), "optical-flow": ("frame_pair",),
-             "video-prediction": ("frames",)}.get(task, ("images",))
+    """The contract of the network's own inputs (after the transforms; :attr:`Task.input_names`)."""
+    names = get_task(task).input_names
     if len(inputs) != len(names):
         names = tuple(f"input_{i}" for i in range(len(inputs)))
     return [InputSpec(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), "as produced by the entry's transforms")

@@ -33,17 +33,11 @@ from zoo import __version__
 from zoo.errors import RegistryError
 from zoo.io import write_atomic
 from zoo.registry import ModelInfo, Weights, categories, default_registry, thaw
+from zoo.tasks import get_task
 
 HAND_SECTIONS = ("Summary", "Architecture", "Limitations")
 ORDER = ("Summary", "Architecture", "Paper and citation", "Weights", "Transforms", "Usage", "Limitations")
 GENERATED_NOTE = "<!-- generated from registry.yaml by scripts/sync_cards.py: edit the registry, not this section -->"
-PIPELINE_TAGS = {
-    "semantic-segmentation": "image-segmentation",
-    "instance-segmentation": "image-segmentation",
-    "image-classification": "image-classification",
-    "object-detection": "object-detection",
-    "salient-object-detection": "image-segmentation",
-}
 
 
 def cards_dir() -> Path:
@@ -93,8 +87,9 @@ def front_matter(info: ModelInfo) -> dict:
         "library_name": "dynzoo",
         "tags": ["dynzoo", "pytorch", info.task, info.arch],
     }
-    if info.task in PIPELINE_TAGS:
-        front["pipeline_tag"] = PIPELINE_TAGS[info.task]
+    pipeline_tag = get_task(info.task).pipeline_tag
+    if pipeline_tag is not None:
+        front["pipeline_tag"] = pipeline_tag
     datasets = sorted({m.dataset for _, m in metrics})
     if datasets:
         front["datasets"] = datasets
@@ -194,42 +189,6 @@ def _transforms_section(info: ModelInfo) -> str:
     return f"Input size for reports: {list(info.input_size)}.\n\n```yaml\n{text}\n```"
 
 
-_USAGE = {
-    "semantic-segmentation": (
-        "images = read_image(\"image.jpg\").unsqueeze(0)  # uint8, B x 3 x H x W\n"
-        "logits = model(model.transforms(images))\n"
-        "labels = model.postprocess(logits, images.shape[-2:])     # B x H x W class indices"
-    ),
-}
-_USAGE["optical-flow"] = (
-    "frames = torch.stack([read_image(\"frame1.png\"), read_image(\"frame2.png\")]).unsqueeze(0)  # B x 2 x 3 x H x W\n"
-    "flow = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 2 x H x W, pixels\n"
-    "colours = zoo.flow.flow_to_color(flow)                                      # Middlebury colour wheel"
-)
-_USAGE["image-classification"] = (
-    "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
-    "top = model.postprocess(model(model.transforms(images)))  # {'scores', 'labels'}: top-k per image"
-)
-_USAGE["salient-object-detection"] = (
-    "rgb = read_image(\"image.jpg\").unsqueeze(0)                 # uint8, B x 3 x H x W\n"
-    "depth = read_image(\"depth.png\")[:1].unsqueeze(0) / 255.0    # B x 1 x H x W in [0, 1]\n"
-    "saliency = model.postprocess(model(*model.transforms(rgb, depth)), rgb.shape[-2:])  # B x H x W in [0, 1]"
-)
-_USAGE["video-prediction"] = (
-    "frames = torch.rand(1, 10, 1, 64, 64)                        # B x T x 1 x H x W in [0, 1]\n"
-    "future = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 10 x 1 x H x W"
-)
-_USAGE["object-detection"] = _USAGE["instance-segmentation"] = (
-    "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
-    "dets = model.postprocess(model(model.transforms(images)), images.shape[-2:])\n"
-    "# per image: boxes, scores, labels (COCO ids)[, masks] at the input size"
-)
-_USAGE_DEFAULT = (
-    "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
-    "out = model.postprocess(model(x), images.shape[-2:])"
-)
-
-
 def _usage_section(info: ModelInfo) -> str:
     warm = next((t for t, w in info.weights.items() if w.warm_start), None)
     if info.default_tag is not None:
@@ -240,7 +199,7 @@ def _usage_section(info: ModelInfo) -> str:
     else:
         create = f'zoo.create("{info.name}")  # no weights exist: random initialisation'
 
-    body = _USAGE.get(info.task, _USAGE_DEFAULT)
+    body = get_task(info.task).usage
     return (f"```python\nimport torch, zoo\nfrom zoo.io import read_image\n\nmodel = {create}\n"
             f"{body}\n```\n\nCommand line: `zoo info {info.name}`, `zoo card {info.name}`.")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,8 +21,8 @@ from zoo.data.positions import PositionStream
 from zoo.distributed import gather_lists, rank_indices
 from zoo.errors import InputError
 
-__all__ = ["Task", "Training", "TrainingRun", "Predict", "image_inputs", "image_input", "position_stream",
-           "run_samples"]
+__all__ = ["Task", "Training", "TrainingRun", "Predict", "RawInput", "image_inputs", "rgb_images", "image_input",
+           "position_stream", "run_samples"]
 
 TensorMaker = Callable[..., Tensor]
 
@@ -30,6 +30,26 @@ TensorMaker = Callable[..., Tensor]
 def image_inputs(make: TensorMaker, batch: int, lead: Sequence[int], height: int, width: int) -> tuple[Any, ...]:
     """One ``(batch, *lead, height, width)`` tensor (``lead`` is ``input_size`` without H and W)."""
     return (make(batch, *lead, height, width),)
+
+
+class RawInput(NamedTuple):
+    """One input of a task's transforms as a user feeds it: its name, its shape without the batch
+    dimension, and its values in words."""
+
+    name: str
+    shape: tuple[int, ...]
+    values: str
+
+
+def rgb_images(lead: Sequence[int], height: int, width: int) -> tuple[RawInput, ...]:
+    """The raw input of the image tasks: one batch of uint8 RGB images."""
+    return (RawInput("images", (3, height, width), "uint8 RGB in [0, 255]"),)
+
+
+DEFAULT_USAGE = (
+    "x = model.transforms(images)   # batched uint8 or float tensors, any device\n"
+    "out = model.postprocess(model(x), images.shape[-2:])"
+)
 
 
 def image_input(transforms: nn.Module, batch: Mapping[str, Tensor]) -> Any:
@@ -109,6 +129,13 @@ class Task:
     the metrics of a model on a dataset (keys ``metrics``); ``evaluates_without_model``: it also runs
     with ``model=None`` (a baseline). ``headline_metrics``: registry metric names that head comparisons,
     in order of preference. ``training`` / ``predict``: None when zoo does not train / predict the task.
+
+    ``raw_inputs(lead, height, width)``: what the transforms take as a user feeds them (exported programs
+    with transforms, their input contract); ``input_names``: the network's positional inputs, named.
+    ``detector``: the network follows torchvision's detector contract (a list of images it resizes
+    itself; in training mode it also needs the targets). ``pipeline_tag``: the Hugging Face Hub pipeline
+    tag of the cards, None when the Hub has none for the task. ``usage``: the Python lines of the cards'
+    Usage section, after ``model = zoo.create(...)``.
     """
 
     name: str
@@ -121,6 +148,11 @@ class Task:
     evaluates_without_model: bool = False
     training: Training | None = None
     predict: Predict | None = None
+    raw_inputs: Callable[[Sequence[int], int, int], tuple[RawInput, ...]] = rgb_images
+    input_names: tuple[str, ...] = ("images",)
+    detector: bool = False
+    pipeline_tag: str | None = None
+    usage: str = DEFAULT_USAGE
 
     @property
     def words(self) -> str:

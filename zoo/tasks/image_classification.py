@@ -194,6 +194,11 @@ def _draw(model: nn.Module, images: list[Tensor], options: Any) -> tuple[Tensor,
 IMAGE_CLASSIFICATION = Task(
     name="image-classification",
     headline_metrics=("top-1", "acc@1", "top1", "top1_error"),
+    pipeline_tag="image-classification",
+    usage=(
+        "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
+        "top = model.postprocess(model(model.transforms(images)))  # {'scores', 'labels'}: top-k per image"
+    ),
     transforms={"classification": ClassificationTransforms},
     postprocess={"classification": ClassificationPostprocess},
     evaluator=evaluate_classification,

@@ -16,5 +16,6 @@ INSTANCE_SEGMENTATION = dataclasses.replace(
     OBJECT_DETECTION,
     name=MASKS_TASK,
     headline_metrics=("mask AP", "mask_ap", "AP"),
+    pipeline_tag="image-segmentation",
     metrics=("bbox", "segm", "detections"),
 )

@@ -256,6 +256,13 @@ def draw_detections(model: nn.Module, images: list[Tensor], options: Any) -> tup
 OBJECT_DETECTION = Task(
     name="object-detection",
     headline_metrics=("mAP", "AP", "box AP", "box_ap", "map"),
+    detector=True,
+    pipeline_tag="object-detection",
+    usage=(
+        "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
+        "dets = model.postprocess(model(model.transforms(images)), images.shape[-2:])\n"
+        "# per image: boxes, scores, labels (COCO ids)[, masks] at the input size"
+    ),
     transforms={"detection": DetectionTransforms},
     postprocess={"detection": DetectionPostprocess},
     example_inputs=detection_inputs,

@@ -43,7 +43,7 @@ from zoo.distributed import gather_lists, rank_indices
 from zoo.errors import InputError, ZooError
 from zoo.flow import epe, flow_to_color, outlier_rate, padded_size, resize_flow, write_flo
 from zoo.checks import check_shape
-from zoo.tasks.base import Predict, Task, Training, TrainingRun
+from zoo.tasks.base import Predict, RawInput, Task, Training, TrainingRun
 from zoo.tasks.preprocess import check_input_args, check_min_size, unit_float
 
 __all__ = ["OPTICAL_FLOW", "OpticalFlowTransforms", "OpticalFlowPostprocess", "evaluate_flow", "FLOWNET_WEIGHTS",
@@ -325,6 +325,13 @@ def _draw(model: nn.Module, images: list[Tensor], options: Any) -> tuple[Tensor,
 OPTICAL_FLOW = Task(
     name="optical-flow",
     headline_metrics=("EPE", "AEE"),
+    raw_inputs=lambda lead, h, w: (RawInput("image_pair", (2, 3, h, w), "uint8 RGB frames in [0, 255], (B, 2, 3, H, W)"),),
+    input_names=("frame_pair",),
+    usage=(
+        "frames = torch.stack([read_image(\"frame1.png\"), read_image(\"frame2.png\")]).unsqueeze(0)  # B x 2 x 3 x H x W\n"
+        "flow = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 2 x H x W, pixels\n"
+        "colours = zoo.flow.flow_to_color(flow)                                      # Middlebury colour wheel"
+    ),
     transforms={"optical-flow": OpticalFlowTransforms},
     postprocess={"optical-flow": OpticalFlowPostprocess},
     evaluator=evaluate_flow,

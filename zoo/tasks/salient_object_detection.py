@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from zoo.errors import InputError
 from zoo.saliency import f_measure_adaptive, f_measure_curve, mae, s_measure
-from zoo.tasks.base import Predict, Task, image_inputs, run_samples
+from zoo.tasks.base import Predict, RawInput, Task, image_inputs, run_samples
 from zoo.tasks.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normalize, check_input_args, to_float_batch, unit_float
 
 __all__ = ["SALIENT_OBJECT_DETECTION", "RGBDSaliencyTransforms", "SaliencyPostprocess", "evaluate_saliency"]
@@ -135,6 +135,15 @@ def _draw(model: nn.Module, images: list[Tensor], options: Any) -> tuple[Tensor,
 SALIENT_OBJECT_DETECTION = Task(
     name="salient-object-detection",
     headline_metrics=("MAE", "max F", "S-measure"),
+    raw_inputs=lambda lead, h, w: (RawInput("rgb", (3, h, w), "uint8 RGB in [0, 255]"),
+                                   RawInput("depth", (1, h, w), "uint8 depth in [0, 255]")),
+    input_names=("rgb", "depth"),
+    pipeline_tag="image-segmentation",
+    usage=(
+        "rgb = read_image(\"image.jpg\").unsqueeze(0)                 # uint8, B x 3 x H x W\n"
+        "depth = read_image(\"depth.png\")[:1].unsqueeze(0) / 255.0    # B x 1 x H x W in [0, 1]\n"
+        "saliency = model.postprocess(model(*model.transforms(rgb, depth)), rgb.shape[-2:])  # B x H x W in [0, 1]"
+    ),
     transforms={"rgbd-saliency": RGBDSaliencyTransforms},
     postprocess={"rgbd-saliency": SaliencyPostprocess},
     example_inputs=rgbd_inputs,

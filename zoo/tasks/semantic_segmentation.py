@@ -197,6 +197,12 @@ def _draw(model: nn.Module, images: list[Tensor], options: Any) -> tuple[Tensor,
 SEMANTIC_SEGMENTATION = Task(
     name="semantic-segmentation",
     headline_metrics=("mIoU",),
+    pipeline_tag="image-segmentation",
+    usage=(
+        "images = read_image(\"image.jpg\").unsqueeze(0)  # uint8, B x 3 x H x W\n"
+        "logits = model(model.transforms(images))\n"
+        "labels = model.postprocess(logits, images.shape[-2:])     # B x H x W class indices"
+    ),
     transforms={"segmentation": SegmentationTransforms},
     postprocess={"segmentation": SegmentationPostprocess},
     evaluator=evaluate_segmentation,

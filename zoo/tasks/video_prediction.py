@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.errors import InputError
-from zoo.tasks.base import Task
+from zoo.tasks.base import RawInput, Task
 from zoo.tasks.preprocess import check_input_args, check_min_size, unit_float
 
 __all__ = ["VIDEO_PREDICTION", "VideoFramesTransforms", "VideoFramesPostprocess"]
@@ -61,6 +61,13 @@ class VideoFramesPostprocess(nn.Module):
 VIDEO_PREDICTION = Task(
     name="video-prediction",
     headline_metrics=("MSE", "PSNR"),
+    raw_inputs=lambda lead, h, w: (RawInput("frames", (lead[0], 1, h, w),
+                                            "uint8 grey frames in [0, 255], (B, T, 1, H, W)"),),
+    input_names=("frames",),
+    usage=(
+        "frames = torch.rand(1, 10, 1, 64, 64)                        # B x T x 1 x H x W in [0, 1]\n"
+        "future = model.postprocess(model(model.transforms(frames)), frames.shape[-2:])  # B x 10 x 1 x H x W"
+    ),
     transforms={"video-frames": VideoFramesTransforms},
     postprocess={"video-frames": VideoFramesPostprocess},
 )
