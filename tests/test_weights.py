@@ -2,6 +2,7 @@
 publish -> download -> create, pinning, offline, corruption, checksums, mirrors, strict loading."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 
 import huggingface_hub.constants as hf_constants
@@ -10,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import zoo
+import zoo.files
 from zoo import weights as W
 from zoo.cards.publish import PublishError, publish
 from zoo.errors import ChecksumError, OfflineError, StateDictMismatchError, UnknownModelError, WeightsError
@@ -70,7 +72,7 @@ def test_publish_then_create_gives_the_published_model(hub_server, hf_cache, use
     assert len(entry["revision"]) == 40 and entry["tag"] == "v1"
     served = hub_server.files(REPO, entry["revision"])
     assert set(served) >= {"model.safetensors", "config.json", "README.md"}
-    assert W.hashlib.sha256(served["model.safetensors"]).hexdigest() == entry["sha256"]
+    assert hashlib.sha256(served["model.safetensors"]).hexdigest() == entry["sha256"]
     assert hub_server.resolve(REPO, "v1") == entry["revision"]
     readme = served["README.md"].decode()
     assert readme.startswith("---\n") and "library_name: dynzoo" in readme and "## Usage" in readme
@@ -169,7 +171,7 @@ def test_checksum_mismatch_names_both_hashes(published, user_registry):
 def test_a_verified_file_is_hashed_once(published, monkeypatch):
     zoo.create(NAME, pretrained=True)
     calls = []
-    monkeypatch.setattr(W, "sha256_file", lambda p, *a: calls.append(p) or "x")
+    monkeypatch.setattr(zoo.files, "sha256_file", lambda p, *a: calls.append(p) or "x")
     zoo.create(NAME, pretrained=True)
     assert calls == []
 

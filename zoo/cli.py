@@ -332,7 +332,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from zoo.converters import convert_file
+    from zoo.upstream import convert_file
 
     print(json.dumps(convert_file(args.source, args.src, args.dst), indent=2))
     return 0

@@ -9,26 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.archs import get_arch
-from zoo.errors import RegistryError, UsageError
+from zoo.errors import UsageError
 from zoo.hubconfig import HUB_WEIGHTS, parse_hf_hub, resolve_hf_hub
-from zoo.registry import ModelInfo, default_registry, thaw
+from zoo.registry import ModelInfo, build_model, default_registry, parse_name, thaw  # noqa: F401 (public here)
 from zoo.tasks import get_task
 from zoo.transforms import build_postprocess, build_transforms
 from zoo import weights as W
 
-
-
-def parse_name(name: str) -> tuple[str, str | None]:
-    """``"deeplabv3-r50.coco"`` -> ``("deeplabv3-r50", "coco")``; a bare name gives tag None."""
-    registry = default_registry()
-    if name in registry:
-        return name, None
-    base, dot, tag = name.rpartition(".")
-    if dot and base in registry:
-        return base, tag
-    registry.get(name)  # raises UnknownModelError with suggestions
-    raise AssertionError  # pragma: no cover
 
 
 def parse_overrides(items: Sequence[str] | None, option: str = "--arch-override") -> dict[str, Any]:
@@ -73,16 +60,6 @@ def skip_init() -> Iterator[None]:
     finally:
         for name, fn in saved.items():
             setattr(nn.init, name, fn)
-
-
-def build_model(info: ModelInfo, **arch_overrides: Any) -> nn.Module:
-    """Call the entry's constructor with its args updated by ``arch_overrides`` (random init)."""
-    fn = get_arch(info.arch)
-    args = {**thaw(info.args), **arch_overrides}
-    try:
-        return fn(**args)
-    except TypeError as exc:
-        raise RegistryError(f"entry {info.name!r}, field 'args' (with overrides {sorted(arch_overrides)}): {exc}") from None
 
 
 def example_inputs(info: ModelInfo, size: tuple[int, int] | None = None, batch: int = 1,

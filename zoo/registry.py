@@ -55,12 +55,16 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from zoo.archs import get_arch
 from zoo.errors import RegistryError, UnknownModelError
 from zoo.tasks import TASK_NAMES
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (1, 2)
@@ -751,6 +755,28 @@ def load(path: str | Path, *, replace: bool = False) -> list[str]:
 
 def get(name: str) -> ModelInfo:
     return default_registry().get(name)
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """``"deeplabv3-r50.coco"`` -> ``("deeplabv3-r50", "coco")``; a bare name gives tag None."""
+    registry = default_registry()
+    if name in registry:
+        return name, None
+    base, dot, tag = name.rpartition(".")
+    if dot and base in registry:
+        return base, tag
+    registry.get(name)  # raises UnknownModelError with suggestions
+    raise AssertionError  # pragma: no cover
+
+
+def build_model(info: ModelInfo, **arch_overrides: Any) -> "nn.Module":
+    """Call the entry's constructor with its args updated by ``arch_overrides`` (random init)."""
+    fn = get_arch(info.arch)
+    args = {**thaw(info.args), **arch_overrides}
+    try:
+        return fn(**args)
+    except TypeError as exc:
+        raise RegistryError(f"entry {info.name!r}, field 'args' (with overrides {sorted(arch_overrides)}): {exc}") from None
 
 
 def categories(category_id: str) -> tuple[str, ...]:

@@ -16,10 +16,10 @@ The first ``create(..., pretrained=...)`` on a connected machine
 
 Later loads verify the converted file against its sidecar and never touch the network. ``manual`` tags
 (Google Drive, Baidu Pan, OneDrive, logins) go through the same steps from a file the user downloaded:
-``zoo import NAME.TAG FILE``. A ``warm_start`` tag takes the host entry's weights and expands them into
-the entry (:func:`zoo.weights.expand_state_dict`): the added branch starts from the constructor's
-initialisation under a fixed seed, its consumers see it through zero weights, so the network computes
-exactly what the host computes.
+``zoo import NAME.TAG FILE``. ``warm_start`` tags (the host entry's weights expanded into the entry,
+:func:`zoo.weights.warm_start`) are cached here the same way (:func:`write_converted`). This module
+imports the file layer (:mod:`zoo.files`, :mod:`zoo.state_dicts`) and the converters, never
+:mod:`zoo.weights` or the factory.
 """
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ from typing import Mapping
 import torch
 
 from zoo.errors import ChecksumError, OfflineError, WeightsError
-from zoo.registry import ModelInfo, UpstreamFile, Weights, get as registry_get
+from zoo.files import cache_root, mirror_dirs, offline_mode, sha256_file, verify_file
+from zoo.io import atomic_output
+from zoo.registry import ModelInfo, UpstreamFile, Weights, build_model
+from zoo.state_dicts import match_state_dict, mmap_safetensors, read_pickle_checkpoint
 
 SIDECAR = "source.json"
 CONVERTED = "model.safetensors"
@@ -39,14 +42,10 @@ WARM_START_SEED = 0
 
 
 def converted_dir(info: ModelInfo, tag: str) -> Path:
-    from zoo.weights import cache_root
-
     return cache_root() / "converted" / info.name / tag
 
 
 def originals_dir() -> Path:
-    from zoo.weights import cache_root
-
     return cache_root() / "upstream"
 
 
@@ -77,8 +76,6 @@ def _same_source(recorded: Mapping[str, str], w: Weights) -> bool:
 
 def cached_converted(info: ModelInfo, tag: str, *, force: bool = False) -> Path | None:
     """The verified converted file of ``info.tag``, or None (never touches the network); ``force`` re-hashes."""
-    from zoo.weights import verify_file
-
     folder = converted_dir(info, tag)
     path, sidecar = folder / CONVERTED, folder / SIDECAR
     if not (path.is_file() and sidecar.is_file()):
@@ -103,8 +100,6 @@ def verify_converted(info: ModelInfo, tag: str, *, force: bool = True) -> None:
 # ------------------------------------------------------------------------------------ originals
 def find_original(file_name: str) -> Path | None:
     """An original upstream file in ``DIR/upstream/`` of a mirror directory, or in zoo's cache."""
-    from zoo.weights import mirror_dirs
-
     for root in [*mirror_dirs(), None]:
         candidate = (root / "upstream" if root is not None else originals_dir()) / file_name
         if candidate.is_file():
@@ -114,8 +109,6 @@ def find_original(file_name: str) -> Path | None:
 
 def check_original(path: Path, expected: str | None, *, what: str, origin: str) -> str:
     """The sha256 of ``path``; :class:`ChecksumError` naming ``origin`` and both hashes on a mismatch."""
-    from zoo.weights import sha256_file
-
     actual = sha256_file(path)
     if expected is not None and not hash_matches(actual, expected):
         raise ChecksumError(f"{what}: {origin} has sha256 {actual}, the upstream publishes {expected}"
@@ -144,8 +137,6 @@ def read_original(path: Path, file_name: str) -> dict[str, torch.Tensor]:
     """The tensors of an official checkpoint file (its hash was checked before), read by the kind its
     upstream ``file_name`` says: MXNet ``.params``, Caffe ``.caffemodel``, safetensors, or a torch pickle
     (``torch.load(weights_only=True)``: no code in the file runs)."""
-    from zoo.weights import mmap_safetensors, read_pickle_checkpoint
-
     suffix = Path(file_name).suffix
     if suffix == ".params":
         from zoo.converters.mxnet_params import load_params
@@ -164,12 +155,9 @@ def read_original(path: Path, file_name: str) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------ conversion
-def _write_converted(info: ModelInfo, tag: str, tensors: Mapping[str, torch.Tensor], record: dict) -> Path:
+def write_converted(info: ModelInfo, tag: str, tensors: Mapping[str, torch.Tensor], record: dict) -> Path:
     """Check ``tensors`` strictly against the entry's model, then write them and the sidecar atomically."""
     from safetensors.torch import save_file
-
-    from zoo.factory import build_model
-    from zoo.weights import match_state_dict, sha256_file
 
     with torch.device("meta"):
         model = build_model(info, **info.args_for(tag))
@@ -195,7 +183,7 @@ def convert_original(info: ModelInfo, tag: str, original: Path, original_sha256:
     spec = w.upstream or w.manual
     assert spec is not None
     state = get_converter(spec.converter)(read_original(original, spec.file_name))
-    return _write_converted(info, tag, state, {**provenance(w), "original": str(original),
+    return write_converted(info, tag, state, {**provenance(w), "original": str(original),
                                                "original_sha256": original_sha256})
 
 
@@ -226,16 +214,12 @@ def manual_message(info: ModelInfo, w: Weights) -> str:
 
 def resolve(info: ModelInfo, tag: str, *, local_files_only: bool | None = None, progress: bool = True,
             force: bool = False) -> Path:
-    """The converted, verified file of an upstream, manual or warm-start tag (converted on first use).
+    """The converted, verified file of an upstream or manual tag (converted on first use).
     ``force`` converts again, from a fresh download of the original when it came from zoo's cache."""
-    from zoo.weights import offline_mode
-
     w = info.weights[tag]
     cached = None if force else cached_converted(info, tag)
     if cached is not None:
         return cached
-    if w.warm_start:
-        return _warm_start(info, tag, local_files_only=local_files_only)
     spec = w.upstream or w.manual
     assert spec is not None
     what = f"weights {info.name}.{tag}"
@@ -290,20 +274,21 @@ def _download_and_convert(info: ModelInfo, tag: str, up: UpstreamFile, *, what: 
             partial.unlink(missing_ok=True)
 
 
-def _warm_start(info: ModelInfo, tag: str, *, local_files_only: bool | None) -> Path:
-    from zoo.factory import build_model, parse_name
-    from zoo.weights import expand_state_dict, read_state_dict, resolve as resolve_weights
+def convert_file(source: str, src: str | Path, dst: str | Path) -> dict[str, object]:
+    """``zoo convert``: an official checkpoint file to a zoo safetensors file with converter ``source``.
 
-    w = info.weights[tag]
-    host_name, host_tag = parse_name(w.warm_start)
-    host = registry_get(host_name)
-    host_state = read_state_dict(resolve_weights(host, host_tag, local_files_only=local_files_only))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(WARM_START_SEED)
-        model = build_model(info, **info.args_for(tag))
-    report = expand_state_dict(model, host_state, source=w.warm_start)
-    if report["kept_from_source"]:
-        raise WeightsError(f"warm start {info.name}.{tag}: host tensors {report['kept_from_source'][:5]} fit no "
-                           f"tensor of {info.name}; the host is not this entry's network without its added branch")
-    return _write_converted(info, tag, model.state_dict(), {**provenance(w), "expanded": sorted(report["expanded"]),
-                                                           "initialised": sorted(report["kept"])})
+    Official checkpoints are pickles: running a converter on one is the opt-in, and the file is still
+    read with ``torch.load(weights_only=True)``. MXNet ``.params`` and Caffe ``.caffemodel`` files are read
+    without MXNet or Caffe (:func:`read_original`).
+    """
+    from safetensors.torch import save_file
+
+    from zoo.converters import get_converter
+
+    fn = get_converter(source)
+    out = fn(read_original(Path(src), Path(src).name))
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dst) as tmp:
+        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata={"converted_from": source})
+    return {"converter": source, "tensors": len(out), "out": str(dst), "sha256": sha256_file(dst)}

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
 from zoo.errors import UnknownModelError
-from zoo.io import atomic_output
 
 Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -86,24 +84,3 @@ def get_converter(name: str) -> Converter:
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownModelError(f"unknown converter {name!r}.{hint} Known: {', '.join(list_converters())}")
     return importlib.import_module(_BUILTIN[name]).convert
-
-
-def convert_file(source: str, src: str | Path, dst: str | Path) -> dict[str, object]:
-    """Convert an official checkpoint file to a zoo safetensors file.
-
-    Official checkpoints are pickles: running a converter on one is the opt-in, and the file is still
-    read with ``torch.load(weights_only=True)``. MXNet ``.params`` and Caffe ``.caffemodel`` files are read
-    without MXNet or Caffe (:func:`zoo.upstream.read_original`).
-    """
-    from safetensors.torch import save_file
-
-    from zoo.upstream import read_original
-    from zoo.weights import sha256_file
-
-    fn = get_converter(source)
-    out = fn(read_original(Path(src), Path(src).name))
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(dst) as tmp:
-        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata={"converted_from": source})
-    return {"converter": source, "tensors": len(out), "out": str(dst), "sha256": sha256_file(dst)}
