@@ -69,7 +69,8 @@ def _mmdet_rcnn(info, args):
 
 
 def _rfcn(info, args):
-    return do_checkpoint(random_state_dict(reference_shapes(), 0, positive=("moving_var",), cheap_above=1_000_000))
+    shapes = reference_shapes(dcn=bool(args.get("dcn")))  # resnet_v1_101_rfcn or resnet_v1_101_rfcn_dcn
+    return do_checkpoint(random_state_dict(shapes, 0, positive=("moving_var",), cheap_above=1_000_000))
 
 
 def _fyu_dilation(info, args):

@@ -1,24 +1,28 @@
 """The Deformable-ConvNets layout is written out here from rfcn/symbols/resnet_v1_101_rfcn.py
 (get_resnet_v1_conv4/conv5: units (3, 4, 23, 3), blocks a,b,c for res2/res5 and a,b1..bn for res3/res4,
 no_bias convolutions, BatchNorm gamma/beta + moving_mean/var; get_rpn; conv_new_1, rfcn_cls, rfcn_bbox)
-with the COCO config (81 classes, 12 anchors, CLASS_AGNOSTIC) and rfcn/core/callback.py do_checkpoint
-(``*_test`` copies scaled by mx.nd.repeat(np.tile(BBOX_STDS, 2), 392 / 8)), independently of zoo's model."""
+and resnet_v1_101_rfcn_dcn.py (the same plus res5{a,b,c}_branch2b_offset: 72 filters 3x3 with bias,
+rfcn_cls_offset_t: 2*7*7*num_classes filters 1x1, rfcn_bbox_offset_t: 7*7*2 filters 1x1) with the COCO
+config (81 classes, 12 anchors, CLASS_AGNOSTIC) and rfcn/core/callback.py do_checkpoint (``*_test``
+copies scaled by mx.nd.repeat(np.tile(BBOX_STDS, 2), 392 / 8)), independently of zoo's model
+(msracver/Deformable-ConvNets@6aeda878a95bcb55eadffbe125804e730574de8d)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.converters.deformable_convnets_rfcn import convert, convert_key
+from zoo.converters.deformable_convnets_rfcn import convert, convert_key, is_dcn_key
 from zoo.converters.mxnet_params import load_params, save_params
 from zoo.errors import StateDictMismatchError
-from zoo.models.rfcn import RFCNRPNHead, ps_roi_vote
+from zoo.models.rfcn import RFCNRPNHead, ps_roi_vote, rfcn
 from support.random_weights import random_state_dict
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 
 
-def reference_shapes(num_classes: int = 81, num_anchors: int = 12) -> dict[str, tuple[int, ...]]:
-    """MXNet parameter name -> shape of resnet_v1_101_rfcn (arg and aux, without the prefixes)."""
+def reference_shapes(num_classes: int = 81, num_anchors: int = 12, dcn: bool = False) -> dict[str, tuple[int, ...]]:
+    """MXNet parameter name -> shape of resnet_v1_101_rfcn (resnet_v1_101_rfcn_dcn if ``dcn``), arg and aux,
+    without the prefixes."""
     shapes: dict[str, tuple[int, ...]] = {"conv1_weight": (64, 3, 7, 7)}
 
     def bn(name, c):
@@ -42,6 +46,12 @@ def reference_shapes(num_classes: int = 81, num_anchors: int = 12) -> dict[str, 
                         ("rpn_bbox_pred", (4 * num_anchors, 512, 1, 1)), ("conv_new_1", (1024, 2048, 1, 1)),
                         ("rfcn_cls", (49 * num_classes, 1024, 1, 1)), ("rfcn_bbox", (49 * 4 * 2, 1024, 1, 1))):
         shapes[f"{name}_weight"], shapes[f"{name}_bias"] = shape, shape[:1]
+    if dcn:
+        offsets = [(f"res5{b}_branch2b_offset", (72, 512, 3, 3)) for b in "abc"]
+        offsets += [("rfcn_cls_offset_t", (2 * 7 * 7 * num_classes, 1024, 1, 1)),
+                    ("rfcn_bbox_offset_t", (7 * 7 * 2, 1024, 1, 1))]
+        for name, shape in offsets:
+            shapes[f"{name}_weight"], shapes[f"{name}_bias"] = shape, shape[:1]
     return shapes
 
 
@@ -140,10 +150,41 @@ def test_params_file_names_map(tmp_path):
         assert convert_key(key) is None, key
 
 
+def test_dcn_names_and_shapes_load_strictly():
+    """resnet_v1_101_rfcn_dcn -> rfcn(dcn=True, deform_psroi=True) (registry rfcn-dcn-r101), layout detected."""
+    with torch.device("meta"):
+        model = rfcn(dcn=True, deform_psroi=True)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    src = random_state_dict(reference_shapes(dcn=True), 1, positive=("moving_var",), cheap_above=1_000_000)
+    saved = do_checkpoint(src)
+    assert len(src) == len(shapes) == 542
+    out = convert({(("aux:" if k.endswith(("moving_mean", "moving_var")) else "arg:") + k): v
+                   for k, v in saved.items()})
+    assert {k: tuple(v.shape) for k, v in out.items()} == shapes
+    model.load_state_dict(out, strict=True, assign=True)
+    for i, block in enumerate("abc"):
+        assert out[f"backbone.body.layer4.{i}.conv2.conv_offset.weight"] is src[f"res5{block}_branch2b_offset_weight"]
+        assert out[f"backbone.body.layer4.{i}.conv2.conv_offset.bias"] is src[f"res5{block}_branch2b_offset_bias"]
+        assert out[f"backbone.body.layer4.{i}.conv2.weight"] is src[f"res5{block}_branch2b_weight"]
+    assert out["roi_heads.rfcn_cls_pool.conv_offset.weight"] is src["rfcn_cls_offset_t_weight"]
+    assert out["roi_heads.rfcn_bbox_pool.conv_offset.bias"] is src["rfcn_bbox_offset_t_bias"]
+    torch.testing.assert_close(out["roi_heads.rfcn_bbox.weight"], src["rfcn_bbox_weight"])  # unscaled as before
+    assert convert(src, dcn=True).keys() == out.keys()
+    assert is_dcn_key("arg:rfcn_cls_offset_t_bias") and is_dcn_key("res5c_branch2b_offset_weight")
+    assert not is_dcn_key("res5c_branch2b_weight") and not is_dcn_key("rfcn_cls_weight")
+    with pytest.raises(StateDictMismatchError, match="rfcn_dcn state dict: 'rfcn_bbox_offset_t_weight'"):
+        convert({k: v for k, v in src.items() if k != "rfcn_bbox_offset_t_weight"})
+    plain = do_checkpoint(random_state_dict(reference_shapes(), 0, cheap_above=1))
+    with pytest.raises(StateDictMismatchError, match="rfcn_dcn state dict: 'res5a_branch2b_offset_weight'"):
+        convert(plain, dcn=True)
+
+
 def test_errors(checkpoint):
     src, saved = checkpoint
-    with pytest.raises(StateDictMismatchError, match="unknown keys.*res5a_branch2b_offset_weight"):
-        convert({**src, "res5a_branch2b_offset_weight": torch.zeros(72, 512, 3, 3)})
+    with pytest.raises(StateDictMismatchError, match="rfcn state dict: 1 unknown keys.*res5a_branch2b_offset_weight"):
+        convert({**src, "res5a_branch2b_offset_weight": torch.zeros(72, 512, 3, 3)}, dcn=False)
+    with pytest.raises(StateDictMismatchError, match="rfcn_dcn state dict: 'res5a_branch2b_offset_bias'"):
+        convert({**src, "res5a_branch2b_offset_weight": torch.zeros(72, 512, 3, 3)})  # detected, incomplete
     missing = {k: v for k, v in saved.items() if k != "bn4b22_branch2c_moving_var"}
     with pytest.raises(StateDictMismatchError, match="'bn4b22_branch2c_moving_var' missing"):
         convert(missing)

@@ -1,8 +1,12 @@
 """zoo.layers.resnet: the shared ResNet (tests/models/test_resnet.py covers the network itself)."""
 import pytest
 
+import torch
+from torch import nn
+
 import zoo.models.resnet
-from zoo.layers import RESNET_DEPTHS, ResNet, resnet, resnet_depth
+from zoo.layers import RESNET_DEPTHS, ResNet, dcn_conv2_factory, resnet, resnet_depth
+from zoo.ops.deform_conv import DeformConv2d, ModulatedDeformConv2d
 
 
 def test_depth_table():
@@ -24,3 +28,24 @@ def test_backbone_names():
 def test_the_registered_family_is_this_network():
     assert zoo.models.resnet.resnet is resnet and zoo.models.resnet.ResNet is ResNet
     assert isinstance(resnet(depth=18, width=0.25), ResNet)
+
+
+def test_dcn_conv2_factory_swaps_conv2_of_the_chosen_stages():
+    with torch.device("meta"):
+        body = resnet(depth=50, output_stride=16, dilate_first_block=True, features_only=True,
+                      conv2_factory=dcn_conv2_factory("dcn", stages=(4,), deform_groups=4))
+        v2 = resnet(depth=50, features_only=True, conv2_factory=dcn_conv2_factory("mdcn", stages=(2, 3)))
+    for block in body.layer4:  # Deformable-ConvNets' res5: 3x3, dilation 2, padding 2, 4 offset fields
+        conv = block.conv2
+        assert isinstance(conv, DeformConv2d) and conv.bias is None
+        assert (conv.dilation, conv.padding, conv.stride, conv.deform_groups) == ((2, 2), (2, 2), (1, 1), 4)
+        assert tuple(conv.conv_offset.weight.shape) == (72, 512, 3, 3) and conv.conv_offset.dilation == (2, 2)
+    assert not any(isinstance(m, DeformConv2d) for layer in (body.layer1, body.layer2, body.layer3)
+                   for m in layer.modules())
+    assert "layer4.0.conv2.conv_offset.bias" in body.state_dict() and "layer4.0.conv2.weight" in body.state_dict()
+    assert isinstance(v2.layer2[0].conv2, ModulatedDeformConv2d) and v2.layer2[0].conv2.stride == (2, 2)  # the block's
+    assert isinstance(v2.layer4[0].conv2, nn.Conv2d)
+    with pytest.raises(ValueError, match="dcn must be"):
+        dcn_conv2_factory("dconv")
+    with pytest.raises(ValueError, match="stages 1..4"):
+        dcn_conv2_factory("dcn", stages=(5,))

@@ -1,5 +1,5 @@
-"""R-FCN and R-FCN + LS-DFN (zoo.models.rfcn). Real forwards run at 160 x 192 with few proposals; the
-heavy checks build on the meta device."""
+"""R-FCN, R-FCN + LS-DFN and deformable R-FCN (zoo.models.rfcn). Real forwards run at 160 x 192 with few
+proposals; the heavy checks build on the meta device."""
 from __future__ import annotations
 
 import pytest
@@ -11,11 +11,14 @@ from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
 from zoo.layers import LSDFNBranch
 from zoo.models.resnet import resnet
-from zoo.models.rfcn import RFCNRoIHeads, RFCNRPNHead, ps_roi_vote, rfcn
+from zoo.models.rfcn import RFCNRoIHeads, RFCNRPNHead, inclusive_roi_rows, ps_roi_vote, rfcn
+from zoo.ops.deform_conv import DeformConv2d
+from zoo.ops.deform_roi_pool import DeformPSRoIPool, deform_ps_roi_pool
 from zoo.ops.lsdfn import LSDFN
 
 LSDFN_ARGS = {"out_channels": 24, "reduce_channels": 256, "kernel_size": 3, "samples_per_side": 5, "sample_stride": 3}
-ENTRIES = {"rfcn-r101": None, "rfcn-lsdfn-r101": LSDFN_ARGS}  # the registry entries' lsdfn argument
+ENTRIES = {"rfcn-r101": {}, "rfcn-lsdfn-r101": {"lsdfn": LSDFN_ARGS},  # the registry entries' arguments
+           "rfcn-dcn-r101": {"dcn": True, "deform_psroi": True}}
 SMALL = {"min_size": 160, "max_size": 192, "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 50,
          "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 50, "box_batch_size_per_image": 64,
          "rpn_batch_size_per_image": 64, "ohem_rois": 16}
@@ -38,22 +41,27 @@ def tame(model: nn.Module) -> nn.Module:
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: tame(rfcn(lsdfn=args, **SMALL)) for name, args in ENTRIES.items()}
+    return {name: tame(rfcn(**args, **SMALL)) for name, args in ENTRIES.items()}
 
 
 # ------------------------------------------------------------------------------------------- 1. build
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_builds_on_meta_with_expected_parameters(name):
+    args = ENTRIES[name]
     with torch.device("meta"):
-        model = rfcn(lsdfn=ENTRIES[name])
+        model = rfcn(**args)
         body = resnet(depth=101, features_only=True, norm="frozen_bn", out_indices=(3, 4))
-        branch = LSDFNBranch(2048, **LSDFN_ARGS) if ENTRIES[name] else None
+        branch = LSDFNBranch(2048, **LSDFN_ARGS) if args.get("lsdfn") else None
     assert all(p.is_meta for p in model.parameters())
     c_in = 2048 + (24 if branch is not None else 0)
     a = 12  # 3 ratios x 4 sizes
     rpn = (1024 * 9 * 512 + 512) + (512 * 2 * a + 2 * a) + (512 * 4 * a + 4 * a)
     head = (c_in * 1024 + 1024) + (1024 * 49 * 81 + 49 * 81) + (1024 * 49 * 8 + 49 * 8)
     extra = n_params(branch) if branch is not None else 0
+    if args.get("dcn"):  # res5{a,b,c}_branch2b_offset: 3x3 512 -> 72, with bias
+        extra += 3 * (72 * 512 * 9 + 72)
+    if args.get("deform_psroi"):  # rfcn_cls_offset_t 1x1 1024 -> 2*49*81, rfcn_bbox_offset_t 1x1 1024 -> 2*49
+        extra += (1024 * 98 * 81 + 98 * 81) + (1024 * 98 + 98)
     assert n_params(model) == n_params(body) + rpn + head + extra
     assert model.roi_heads.conv_new_1.in_channels == c_in
     assert (model.roi_heads.lsdfn is not None) == (branch is not None)
@@ -94,6 +102,35 @@ def test_backbone_is_the_reference_resnet():
     w, h = cell[:, 2] - cell[:, 0], cell[:, 3] - cell[:, 1]
     assert (w[:4] > h[:4]).all() and (w[4:8] == h[4:8]).all() and (w[8:] < h[8:]).all()
     assert (w[1:4] > w[:3]).all()
+
+
+def test_deformable_rfcn_is_the_reference_dcn_layout():
+    with torch.device("meta"):
+        model = rfcn(dcn=True, deform_psroi=True)
+    body, heads = model.backbone.body, model.roi_heads
+    for block in body.layer4:  # res5{a,b,c}_branch2b: DeformableConvolution, dilation 2, 4 deformable groups
+        conv = block.conv2
+        assert isinstance(conv, DeformConv2d) and conv.bias is None
+        assert (conv.dilation, conv.padding, conv.stride, conv.deform_groups) == ((2, 2), (2, 2), (1, 1), 4)
+        offset = conv.conv_offset  # res5?_branch2b_offset: 72 filters, 3x3, pad 2, dilate 2, with bias
+        assert (offset.out_channels, offset.kernel_size, offset.padding, offset.dilation) == (
+            72, (3, 3), (2, 2), (2, 2))
+        assert offset.bias is not None
+    assert not any(isinstance(m, DeformConv2d) for layer in (body.layer1, body.layer2, body.layer3)
+                   for m in layer.modules())
+    cls, box = heads.rfcn_cls_pool, heads.rfcn_bbox_pool
+    assert isinstance(cls, DeformPSRoIPool) and isinstance(box, DeformPSRoIPool)
+    for pool, outputs, classes in ((cls, 81, 81), (box, 8, 1)):  # per-class cls offsets, one bbox offset field
+        assert (pool.output_dim, pool.offset_classes, pool.group_size, pool.pooled_size, pool.part_size) == (
+            outputs, classes, 7, 7, 7)
+        assert (pool.sample_per_part, pool.trans_std, pool.spatial_scale) == (4, 0.1, 1 / 16)
+        assert pool.conv_offset.in_channels == 1024 and pool.conv_offset.out_channels == 2 * 49 * classes
+    with torch.device("meta"):
+        plain = rfcn()
+    assert plain.roi_heads.rfcn_cls_pool is None and isinstance(plain.backbone.body.layer4[0].conv2, nn.Conv2d)
+    # the reference zero-initialises every offset conv
+    fresh = RFCNRoIHeads(32, 4, group_size=3, mid_channels=16, deform_psroi=True)
+    assert all(torch.count_nonzero(p) == 0 for n, p in fresh.named_parameters() if "conv_offset" in n)
 
 
 def test_bad_arguments():
@@ -147,6 +184,28 @@ def test_head_predict_is_ps_pooling_of_the_maps_with_agnostic_boxes():
     pooled = ps_roi_vote(head.rfcn_bbox(feats), proposals, 3, 1 / 16)
     assert head.rfcn_bbox.out_channels == 9 * 8 and box.shape == (3, 4 * 4)
     torch.testing.assert_close(box, pooled[:, 4:8].repeat(1, 4))  # fg deltas for every class
+
+
+def test_deformable_head_predict_is_deformable_ps_pooling_of_inclusive_rois():
+    torch.manual_seed(0)
+    head = RFCNRoIHeads(32, 4, group_size=3, mid_channels=16, deform_psroi=True).eval()
+    for conv in (head.rfcn_cls, head.rfcn_bbox, head.rfcn_cls_pool.conv_offset, head.rfcn_bbox_pool.conv_offset):
+        nn.init.normal_(conv.weight, std=0.5)
+    c5 = torch.randn(2, 32, 10, 12)
+    proposals = [torch.tensor([[0.0, 0, 100, 90], [30, 20, 150, 120]]), torch.tensor([[50.0, 40, 190, 150]])]
+    rows = inclusive_roi_rows(proposals)
+    expected_rows = [[0.0, 0, 0, 99, 89], [0, 30, 20, 149, 119], [1, 50, 40, 189, 149]]  # x2 - 1, y2 - 1
+    torch.testing.assert_close(rows, torch.tensor(expected_rows))
+    cls, box = head.predict(c5, proposals)
+    feats = torch.relu(head.conv_new_1(c5))
+
+    def pooled(maps, pool, classes):
+        offsets = deform_ps_roi_pool(pool.conv_offset(feats), rows, None, 3, None, None, 4, 0.1, 1 / 16)
+        assert offsets.shape == (3, 2 * classes, 3, 3)
+        return deform_ps_roi_pool(maps, rows, offsets, 3, None, None, 4, 0.1, 1 / 16).mean(dim=(2, 3))
+
+    torch.testing.assert_close(cls, pooled(head.rfcn_cls(feats), head.rfcn_cls_pool, 4))
+    torch.testing.assert_close(box, pooled(head.rfcn_bbox(feats), head.rfcn_bbox_pool, 1)[:, 4:8].repeat(1, 4))
 
 
 def test_ohem_keeps_the_hardest_rois():
@@ -214,6 +273,10 @@ def test_training_returns_losses_and_gradients(models, name):
     assert model.backbone.body.layer2[0].conv1.weight.grad is not None
     if heads.lsdfn is not None:
         assert heads.lsdfn.lsdfn.kernel_u.weight.grad is not None
+    if heads.rfcn_cls_pool is not None:  # offsets reach every offset conv
+        assert heads.rfcn_cls_pool.conv_offset.weight.grad is not None
+        assert heads.rfcn_bbox_pool.conv_offset.weight.grad is not None
+        assert model.backbone.body.layer4[2].conv2.conv_offset.weight.grad is not None
     model.eval()
 
 

@@ -40,7 +40,15 @@ from zoo.ops.deform_conv import (
     deform_conv2d_reference,
     modulated_deform_conv2d,
 )
-from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool, deform_roi_pool, deform_roi_pool_reference
+from zoo.ops.deform_roi_pool import (
+    DeformPSRoIPool,
+    DeformRoIPool,
+    ModulatedDeformRoIPool,
+    deform_ps_roi_pool,
+    deform_ps_roi_pool_reference,
+    deform_roi_pool,
+    deform_roi_pool_reference,
+)
 from zoo.ops.depth_dc import DDPM, DepthDC
 from zoo.ops.dmnet import DynamicConvModule, dynamic_depthwise_conv2d, dynamic_depthwise_conv2d_reference
 from zoo.ops.dy_conv import DyConv2d, dy_conv2d, dy_conv2d_reference
@@ -706,20 +714,67 @@ def _roi_module():
     return Call(m, (x, rois))
 
 
+def ps_roi_pool_inputs(n=2, d=6, g=3, h=11, w=9, classes=1, part=3, dtype=F32, seed=0):
+    """Deformable PS RoI pooling: score maps x (n, d*g*g, h, w), the ROIS (image index clamped to n - 1) and
+    offsets (K, 2*classes, part, part)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d * g * g, h, w, generator=gen, dtype=dtype)
+    rois = torch.tensor(ROIS, dtype=dtype)
+    rois[:, 0] = rois[:, 0].clamp(max=n - 1)
+    offset = torch.randn(len(ROIS), 2 * classes, part, part, generator=gen, dtype=dtype)
+    return x, rois, offset
+
+
+# (n, h, w, group_size G, pooled_size P, part_size T, sample_per_part S, offset classes M), 6 output channels
+PS_SETTINGS = [(2, 11, 9, 3, 3, 3, 2, 1), (1, 8, 8, 2, 3, 2, 3, 2), (2, 7, 12, 3, 3, 3, 1, 6)]
+
+
+def _ps_pairs(setting, dtype):
+    n, h, w, g, p, t, s, m = setting
+    x, rois, offset = ps_roi_pool_inputs(n, 6, g, h, w, m, t, dtype)
+    return [_same_args(f"offset={off is not None} trans_std={std}", deform_ps_roi_pool, deform_ps_roi_pool_reference,
+                        x, rois, off, g, p, t, s, std, 0.25)
+            for off, std in ((None, 0.1), (offset, 0.1), (offset, 0.5))]
+
+
+def _ps_grad():
+    x, rois, offset = ps_roi_pool_inputs(n=2, d=2, g=2, h=5, w=4, classes=2, part=2, dtype=F64, seed=1)
+    rois = rois[:3]
+    return Call(lambda a, o: deform_ps_roi_pool(a, rois, o, 2, None, None, 2, 0.3, 0.25),
+                _requires_grad(x, offset[:3]))
+
+
+def _ps_module():
+    x, rois, _ = ps_roi_pool_inputs(d=4, g=3, h=11, w=9)
+    m = DeformPSRoIPool(5, 4, 3, sample_per_part=2, spatial_scale=0.25, offset_classes=2).eval()
+    with torch.no_grad():
+        m.conv_offset.weight.normal_(0, 0.3)
+    return Call(m, (x, rois, torch.randn(2, 5, 11, 9)))
+
+
 DEFORM_ROI_POOL_FAMILY = Family(
     "deform_roi_pool",
     reference=[Reference("random", _roi_pairs, [(sr, out) for sr in (0, 1, 2) for out in ((3, 4), (2, 2))],
-                         tol((1e-5, 1e-5), (1e-12, 1e-12)))],
+                         tol((1e-5, 1e-5), (1e-12, 1e-12))),
+               Reference("ps-random", _ps_pairs, PS_SETTINGS, tol((1e-5, 1e-5), (1e-12, 1e-12)))],
     # The adaptive grid runs up to 6 x 6 samples per bin here, so check it with random projections.
-    gradcheck=[Gradcheck(f"sampling_ratio{sr}", lambda sr=sr: _roi_grad(sr), fast_mode=sr <= 0) for sr in (0, 2)],
-    meta=[Meta(cls.__name__, lambda cls=cls: Call(cls(7, 4, 32, spatial_scale=0.25, sampling_ratio=2),
-                                                  (torch.empty(2, 4, 10, 12), torch.empty(5, 5))), (5, 4, 7, 7))
-          for cls in (DeformRoIPool, ModulatedDeformRoIPool)],
+    gradcheck=[*(Gradcheck(f"sampling_ratio{sr}", lambda sr=sr: _roi_grad(sr), fast_mode=sr <= 0) for sr in (0, 2)),
+               Gradcheck("ps", _ps_grad)],
+    meta=[*(Meta(cls.__name__, lambda cls=cls: Call(cls(7, 4, 32, spatial_scale=0.25, sampling_ratio=2),
+                                                    (torch.empty(2, 4, 10, 12), torch.empty(5, 5))), (5, 4, 7, 7))
+            for cls in (DeformRoIPool, ModulatedDeformRoIPool)),
+          Meta("DeformPSRoIPool", lambda: Call(DeformPSRoIPool(16, 3, 7, spatial_scale=0.25, offset_classes=3),
+                                               (torch.empty(2, 147, 10, 12), torch.empty(5, 5),
+                                                torch.empty(2, 16, 10, 12))), (5, 3, 7, 7))],
     # bf16 rounds the RoI corners too
-    bfloat16=[BFloat16("ModulatedDeformRoIPool", _roi_module, rtol=0.05, atol=0.1)],
+    bfloat16=[BFloat16("ModulatedDeformRoIPool", _roi_module, rtol=0.05, atol=0.1),
+              BFloat16("DeformPSRoIPool", _ps_module, rtol=0.05, atol=0.1)],
     traced=[Traced("ModulatedDeformRoIPool", "export", _roi_module),
             Traced("functional", "aot_eager",
-                   lambda: Call(deform_roi_pool, (*roi_pool_inputs(), (3, 4), 0.25, 2)))],
+                   lambda: Call(deform_roi_pool, (*roi_pool_inputs(), (3, 4), 0.25, 2))),
+            Traced("DeformPSRoIPool", "export", _ps_module),
+            Traced("ps-functional", "aot_eager",
+                   lambda: Call(deform_ps_roi_pool, (*ps_roi_pool_inputs(), 3, None, None, 2, 0.1, 0.25)))],
 )
 
 

@@ -1,10 +1,13 @@
-"""msracver/Deformable-ConvNets R-FCN (``resnet_v1_101_rfcn``, MXNet) -> zoo ``rfcn`` (registry ``rfcn-r101``).
+"""msracver/Deformable-ConvNets R-FCN and deformable R-FCN (``resnet_v1_101_rfcn`` and
+``resnet_v1_101_rfcn_dcn``, MXNet) -> zoo ``rfcn`` (registry ``rfcn-r101`` and ``rfcn-dcn-r101``).
 
-Checkpoints: ``rfcn_coco-0000.params`` (and the ``rfcn_coco-%04d.params`` written by its training),
-read without MXNet by :mod:`zoo.converters.mxnet_params` (``arg:`` / ``aux:`` prefixes stripped; keys
-that still carry them are accepted too). Symbol: ``rfcn/symbols/resnet_v1_101_rfcn.py`` with
-``experiments/rfcn/cfgs/resnet_v1_101_coco_trainval_rfcn_end2end_ohem.yaml`` (81 classes, 12 anchors,
-``CLASS_AGNOSTIC: true``).
+Checkpoints: ``rfcn_coco-0000.params`` / ``rfcn_dcn_coco-0000.params`` (and the ``*-%04d.params``
+written by their training), read without MXNet by :mod:`zoo.converters.mxnet_params` (``arg:`` /
+``aux:`` prefixes stripped; keys that still carry them are accepted too). Symbols:
+``rfcn/symbols/resnet_v1_101_rfcn.py`` and ``resnet_v1_101_rfcn_dcn.py`` with
+``experiments/rfcn/cfgs/resnet_v1_101_coco_trainval_rfcn{,_dcn}_end2end_ohem.yaml`` (81 classes, 12
+anchors, ``CLASS_AGNOSTIC: true``; the two configs differ only in names), all at
+msracver/Deformable-ConvNets@6aeda878a95bcb55eadffbe125804e730574de8d.
 
 Key mapping (MXNet parameter -> zoo):
 
@@ -14,6 +17,9 @@ Key mapping (MXNet parameter -> zoo):
     res{S}a_branch1_weight, bn{S}a_branch1_*          -> backbone.body.layer{S-1}.0.downsample.{0,1}.*
     rpn_conv_3x3_*, rpn_cls_score_*, rpn_bbox_pred_*  -> rpn.head.conv.*, rpn.head.cls_logits.*, rpn.head.bbox_pred.*
     conv_new_1_*, rfcn_cls_*, rfcn_bbox_*             -> roi_heads.{conv_new_1,rfcn_cls,rfcn_bbox}.*
+  deformable R-FCN only:
+    res5{B}_branch2b_offset_{weight,bias}             -> backbone.body.layer4.{i}.conv2.conv_offset.*
+    rfcn_cls_offset_t_*, rfcn_bbox_offset_t_*         -> roi_heads.rfcn_{cls,bbox}_pool.conv_offset.*
 
 with S = 2..5 and block B = a, b, c (res2, res5: i = 0, 1, 2) or a, b1, b2, ... (res3 b1..b3, res4
 b1..b22: i = 0, n); BN ``gamma``/``beta`` (``arg:``) and ``moving_mean``/``moving_var`` (``aux:``) ->
@@ -41,10 +47,19 @@ are (out, in, kh, kw) as torch's, so every tensor passes unchanged except ``rfcn
   ``bbox_scaled=True`` says they were already replaced by the scaled copies (a file re-saved after
   ``load_param(process=True)``).
 
-Every key must map and every zoo key must be present, else :class:`~zoo.errors.StateDictMismatchError`.
-This symbol has no aux states other than BatchNorm moving statistics, so nothing is ignored.
-Deformable variants (``resnet_v1_101_rfcn_dcn``: ``*_offset`` keys, deformable PS RoI pooling) are
-not handled.
+Deformable R-FCN's offset convs pass unchanged too. ``res5?_branch2b_offset`` (72 = 4 x 2 x 9
+channels) feeds ``DeformableConvolution(num_deformable_group=4)``, whose kernel
+(``rfcn/operator_cxx/nn/deformable_im2col.cuh``) reads channel 2 (i*3 + j) of deformable group g as the
+y and 2 (i*3 + j) + 1 as the x offset of tap (i, j), group-major: the layout of zoo's / torchvision's
+``deform_conv2d``. ``rfcn_cls_offset_t`` (2 x 49 x 81 channels) and ``rfcn_bbox_offset_t`` (2 x 49)
+are PS-pooled without offsets (``output_dim`` 2 x 81 and 2, group size 7), so channel (c*7 + i)*7 + j
+is the offset c of bin (i, j) with c = 2 m + (0: x, 1: y) for class m, which is what
+:class:`zoo.ops.deform_roi_pool.DeformPSRoIPool` reads. The ``rfcn_bbox`` scaling above applies as well
+(the same ``do_checkpoint``); the bbox offsets are not scaled.
+
+Every key must map and every zoo key must be present, else :class:`~zoo.errors.StateDictMismatchError`;
+which symbol a file is comes from its keys (any ``*_offset`` key: the deformable one) unless ``dcn``
+says so. These symbols have no aux states other than BatchNorm moving statistics, so nothing is ignored.
 """
 from __future__ import annotations
 
@@ -57,7 +72,7 @@ from torch import Tensor
 from zoo.converters import remap_keys
 from zoo.errors import StateDictMismatchError
 
-__all__ = ["BBOX_MEANS", "BBOX_STDS", "UNITS", "bbox_scale", "convert", "convert_key", "reference_names"]
+__all__ = ["BBOX_MEANS", "BBOX_STDS", "UNITS", "bbox_scale", "convert", "convert_key", "is_dcn_key", "reference_names"]
 
 #: ``TRAIN.BBOX_STDS`` / ``BBOX_MEANS`` of the COCO R-FCN config
 BBOX_STDS = (0.1, 0.1, 0.2, 0.2)
@@ -70,6 +85,10 @@ _BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving
 _HEADS = {"rpn_conv_3x3": "rpn.head.conv", "rpn_cls_score": "rpn.head.cls_logits",
           "rpn_bbox_pred": "rpn.head.bbox_pred", "conv_new_1": "roi_heads.conv_new_1",
           "rfcn_cls": "roi_heads.rfcn_cls", "rfcn_bbox": "roi_heads.rfcn_bbox"}
+#: the offset convs of ``resnet_v1_101_rfcn_dcn`` (res5 deformable convs, deformable PS RoI pooling)
+_DCN = {**{f"res5{b}_branch2b_offset": f"backbone.body.layer4.{i}.conv2.conv_offset" for i, b in enumerate("abc")},
+        "rfcn_cls_offset_t": "roi_heads.rfcn_cls_pool.conv_offset",
+        "rfcn_bbox_offset_t": "roi_heads.rfcn_bbox_pool.conv_offset"}
 _BLOCK = re.compile(r"^(res|bn)([2-5])([a-z]|b\d+)_branch(1|2[abc])_(\w+)$")
 
 
@@ -88,7 +107,7 @@ def convert_key(key: str) -> str | None:
         return "backbone.body.conv1.weight"
     if key.startswith("bn_conv1_") and key[len("bn_conv1_"):] in _BN:
         return f"backbone.body.bn1.{_BN[key[len('bn_conv1_'):]]}"
-    for name, target in _HEADS.items():
+    for name, target in (*_HEADS.items(), *_DCN.items()):
         if key in (f"{name}_weight", f"{name}_bias"):
             return f"{target}.{key[len(name) + 1:]}"
     m = _BLOCK.match(key)
@@ -110,8 +129,15 @@ def convert_key(key: str) -> str | None:
     return f"backbone.body.layer{int(stage) - 1}.{index}.{module}.{param}"
 
 
-def reference_names(units: tuple[int, ...] = UNITS) -> dict[str, str]:
-    """zoo key -> MXNet name of every parameter of ``resnet_v1_101_rfcn`` (``units`` blocks per stage)."""
+def is_dcn_key(key: str) -> bool:
+    """Whether an MXNet name (``arg:`` optional) belongs only to ``resnet_v1_101_rfcn_dcn``."""
+    key = key[4:] if key.startswith(("arg:", "aux:")) else key
+    return any(key in (f"{name}_weight", f"{name}_bias") for name in _DCN)
+
+
+def reference_names(units: tuple[int, ...] = UNITS, dcn: bool = False) -> dict[str, str]:
+    """zoo key -> MXNet name of every parameter of ``resnet_v1_101_rfcn`` (``resnet_v1_101_rfcn_dcn`` if
+    ``dcn``), ``units`` blocks per stage."""
     names = ["conv1_weight"] + [f"bn_conv1_{p}" for p in _BN]
     for stage, n in enumerate(units, start=2):
         blocks = ["a", "b", "c"] if n == 3 else ["a"] + [f"b{i}" for i in range(1, n)]
@@ -120,7 +146,7 @@ def reference_names(units: tuple[int, ...] = UNITS) -> dict[str, str]:
             for br in branches:
                 names.append(f"res{stage}{block}_branch{br}_weight")
                 names += [f"bn{stage}{block}_branch{br}_{p}" for p in _BN]
-    names += [f"{h}_{p}" for h in _HEADS for p in ("weight", "bias")]
+    names += [f"{h}_{p}" for h in (*_HEADS, *(_DCN if dcn else ())) for p in ("weight", "bias")]
     return {convert_key(n): n for n in names}  # type: ignore[misc]
 
 
@@ -146,27 +172,33 @@ def _unscale(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     return w, b
 
 
-def convert(state_dict: Mapping[str, Tensor], *, bbox_scaled: bool | None = None) -> dict[str, Tensor]:
-    """Map a Deformable-ConvNets ``resnet_v1_101_rfcn`` parameter dict (names with or without
-    ``arg:`` / ``aux:``) to zoo's ``rfcn`` keys (``rfcn-r101``), undoing ``do_checkpoint``'s bbox std
-    scaling (see the module docstring; ``bbox_scaled`` None = decide from the ``*_test`` keys)."""
+def convert(state_dict: Mapping[str, Tensor], *, bbox_scaled: bool | None = None,
+            dcn: bool | None = None) -> dict[str, Tensor]:
+    """Map a Deformable-ConvNets ``resnet_v1_101_rfcn`` (``rfcn-r101``) or ``resnet_v1_101_rfcn_dcn``
+    (``rfcn-dcn-r101``, ``dcn``; None = the deformable one if any ``*_offset`` key is present) parameter
+    dict (names with or without ``arg:`` / ``aux:``) to zoo's ``rfcn`` keys, undoing ``do_checkpoint``'s
+    bbox std scaling (see the module docstring; ``bbox_scaled`` None = decide from the ``*_test`` keys)."""
     state = {(k[4:] if k.startswith(("arg:", "aux:")) else k): v for k, v in state_dict.items()}
+    if dcn is None:
+        dcn = any(is_dcn_key(k) for k in state)
+    layout = _LAYOUT + ("_dcn" if dcn else "")
     test = {p: state.pop(f"rfcn_bbox_{p}_test") for p in ("weight", "bias") if f"rfcn_bbox_{p}_test" in state}
     if len(test) == 1:
-        raise StateDictMismatchError(f"not a {_LAYOUT} state dict: only one of rfcn_bbox_weight_test / "
+        raise StateDictMismatchError(f"not a {layout} state dict: only one of rfcn_bbox_weight_test / "
                                      "rfcn_bbox_bias_test is present")
     if test and bbox_scaled is False:
         raise StateDictMismatchError("bbox_scaled=False, but the checkpoint has the scaled rfcn_bbox_*_test copies")
     if test:  # the reference tester's weights (load_param(process=True)); drop the training copies
         state.pop("rfcn_bbox_weight", None)
         state.pop("rfcn_bbox_bias", None)
-    required = reference_names()
-    out = remap_keys(state, convert_key, layout=_LAYOUT, required={} if test else required)
+    required = reference_names(dcn=dcn)
+    key_map = convert_key if dcn else (lambda k: None if is_dcn_key(k) else convert_key(k))
+    out = remap_keys(state, key_map, layout=layout, required={} if test else required)
     if test:
         out["roi_heads.rfcn_bbox.weight"], out["roi_heads.rfcn_bbox.bias"] = _unscale(test["weight"], test["bias"])
         missing = [name for key, name in required.items() if key not in out]
         if missing:
-            raise StateDictMismatchError(f"not a {_LAYOUT} state dict: {', '.join(map(repr, missing))} missing")
+            raise StateDictMismatchError(f"not a {layout} state dict: {', '.join(map(repr, missing))} missing")
     elif bbox_scaled:
         out["roi_heads.rfcn_bbox.weight"], out["roi_heads.rfcn_bbox.bias"] = _unscale(
             out["roi_heads.rfcn_bbox.weight"], out["roi_heads.rfcn_bbox.bias"])

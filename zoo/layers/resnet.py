@@ -24,6 +24,8 @@ Options and interpretation choices:
 - ``conv2_factory(stage=, block=, in_channels=, out_channels=, stride=, dilation=)`` builds the second
   conv of a block (the 3x3 of a bottleneck) for stage 1..4 and block 0..n-1; returning None keeps the
   plain ``nn.Conv2d``. Deformable ConvNets swap conv2 this way; the module is stored as ``conv2``.
+  :func:`dcn_conv2_factory` is the one for deformable convolution (``zoo.ops.deform_conv``) in chosen
+  stages, shared by the mmdet R-CNN and the Deformable-ConvNets R-FCN families.
 - ``norm``: "bn" (``nn.BatchNorm2d``), "frozen_bn" (``torchvision.ops.FrozenBatchNorm2d``) or a
   callable ``num_features -> nn.Module``.
 - ``features_only=True`` drops avgpool and fc and returns the list of feature maps ``out_indices``
@@ -41,9 +43,10 @@ from torch import Tensor, nn
 
 from zoo.layers.norm import NormSpec, make_norm
 from zoo.checks import check_shape
+from zoo.ops.deform_conv import DeformConv2d, ModulatedDeformConv2d
 
-__all__ = ["BasicBlock", "Bottleneck", "Conv2Factory", "RESNET_DEPTHS", "ResNet", "freeze_stages", "resnet",
-           "resnet_depth"]
+__all__ = ["BasicBlock", "Bottleneck", "Conv2Factory", "RESNET_DEPTHS", "ResNet", "dcn_conv2_factory", "freeze_stages",
+           "resnet", "resnet_depth"]
 
 Conv2Factory = Callable[..., nn.Module | None]
 
@@ -333,3 +336,30 @@ def freeze_stages(body: ResNet, trainable_layers: int) -> ResNet:
         if not any(name.startswith(prefix) for prefix in trainable):
             param.requires_grad_(False)
     return body
+
+
+def dcn_conv2_factory(kind: str, stages: Sequence[int] = (2, 3, 4), deform_groups: int = 1) -> Conv2Factory:
+    """A ResNet ``conv2_factory`` making conv2 of every block of ``stages`` a deformable conv.
+
+    kind "dcn" -> :class:`DeformConv2d` (v1), "mdcn" -> :class:`ModulatedDeformConv2d` (v2); 3x3, the
+    block's stride and dilation, padding = dilation, no bias (mmdet's Bottleneck; Deformable-ConvNets'
+    res5 ``DeformableConvolution(..., no_bias=True)``), ``deform_groups`` offset fields; keys
+    ``layer{stage}.{block}.conv2.weight`` and ``conv2.conv_offset.{weight,bias}``.
+    """
+    if kind not in ("dcn", "mdcn"):
+        raise ValueError(f"dcn must be None, 'dcn' or 'mdcn', got {kind!r}")
+    bad = [s for s in stages if s not in (1, 2, 3, 4)]
+    if bad:
+        raise ValueError(f"dcn_stages must be ResNet stages 1..4 (layer1..layer4), got {list(stages)}")
+    cls = DeformConv2d if kind == "dcn" else ModulatedDeformConv2d
+    stages = tuple(stages)
+
+    def factory(*, stage: int, block: int, in_channels: int, out_channels: int, stride: int,
+                dilation: int) -> nn.Module | None:
+        del block
+        if stage not in stages:
+            return None
+        return cls(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
+                   deform_groups=deform_groups, bias=False)
+
+    return factory

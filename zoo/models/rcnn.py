@@ -55,11 +55,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from zoo.archs import register_arch
 from zoo.errors import InputError
-from zoo.layers import Conv2Factory, DeviceAnchorGenerator, freeze_stages, resnet
-from zoo.ops.deform_conv import DeformConv2d, ModulatedDeformConv2d
+from zoo.layers import DeviceAnchorGenerator, dcn_conv2_factory, freeze_stages, resnet
 from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool
 
-__all__ = ["MultiScaleDeformRoIPool", "dcn_conv2_factory", "faster_rcnn", "mask_rcnn", "resnet_fpn_backbone"]
+__all__ = ["MultiScaleDeformRoIPool", "faster_rcnn", "mask_rcnn", "resnet_fpn_backbone"]
 
 _POOLS = ("roi_align", "dpool", "mdpool")
 
@@ -158,31 +157,6 @@ class MultiScaleDeformRoIPool(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- backbone
-def dcn_conv2_factory(kind: str, stages: Sequence[int] = (2, 3, 4), deform_groups: int = 1) -> Conv2Factory:
-    """A ResNet ``conv2_factory`` making conv2 of every block of ``stages`` a deformable conv.
-
-    kind "dcn" -> :class:`DeformConv2d` (v1), "mdcn" -> :class:`ModulatedDeformConv2d` (v2); 3x3, the
-    block's stride and dilation, padding = dilation, no bias (mmdet's Bottleneck).
-    """
-    if kind not in ("dcn", "mdcn"):
-        raise ValueError(f"dcn must be None, 'dcn' or 'mdcn', got {kind!r}")
-    bad = [s for s in stages if s not in (1, 2, 3, 4)]
-    if bad:
-        raise ValueError(f"dcn_stages must be ResNet stages 1..4 (layer1..layer4), got {list(stages)}")
-    cls = DeformConv2d if kind == "dcn" else ModulatedDeformConv2d
-    stages = tuple(stages)
-
-    def factory(*, stage: int, block: int, in_channels: int, out_channels: int, stride: int,
-                dilation: int) -> nn.Module | None:
-        del block
-        if stage not in stages:
-            return None
-        return cls(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
-                   deform_groups=deform_groups, bias=False)
-
-    return factory
-
-
 def resnet_fpn_backbone(*, depth: int = 50, dcn: str | None = None, dcn_stages: Sequence[int] = (2, 3, 4),
                         deform_groups: int = 1, trainable_layers: int = 3, out_channels: int = 256) -> BackboneWithFPN:
     """zoo ResNet (frozen BN, optional deformable conv2) + torchvision FPN with P6 max-pool.

@@ -1,11 +1,15 @@
-"""R-FCN (ResNet-101) and R-FCN with an LS-DFN branch.
+"""R-FCN (ResNet-101), R-FCN with an LS-DFN branch and deformable R-FCN (R-FCN + DCN).
 
 Papers: Dai, Li, He, Sun, "R-FCN: Object Detection via Region-based Fully Convolutional Networks",
 NeurIPS 2016 (https://arxiv.org/abs/1605.06409); Wu, Li, Yang, Bajaj, Ji, "Dynamic Filtering with Large
-Sampling Field for ConvNets", ECCV 2018 (https://arxiv.org/abs/1803.07624). Configuration of the
+Sampling Field for ConvNets", ECCV 2018 (https://arxiv.org/abs/1803.07624); Dai et al., "Deformable
+Convolutional Networks", ICCV 2017 (https://arxiv.org/abs/1703.06211). Configuration of the
 reference COCO models: msracver/Deformable-ConvNets ``rfcn/symbols/resnet_v1_101_rfcn.py`` with
 ``experiments/rfcn/cfgs/resnet_v1_101_coco_trainval_rfcn_end2end_ohem.yaml`` (MXNet) and
 YuwenXiong/py-R-FCN ``models/coco/ResNet-101/rfcn_end2end/test_agnostic.prototxt`` (Caffe); both agree.
+Deformable R-FCN: ``rfcn/symbols/resnet_v1_101_rfcn_dcn.py`` with
+``resnet_v1_101_coco_trainval_rfcn_dcn_end2end_ohem.yaml``, which differs from the R-FCN config only in
+its names (msracver/Deformable-ConvNets@6aeda878a95bcb55eadffbe125804e730574de8d).
 
 What it computes
 ----------------
@@ -54,9 +58,37 @@ directly would need a C' x 2048 kernel per position: a 2048 -> 49,152-channel ke
 is unchanged (the paper uses fixed, separately trained RPN proposals, so the branch only feeds the
 R-FCN head).
 
+Deformable R-FCN (``dcn=True``, ``deform_psroi=True``)
+-----------------------------------------------------
+As ``resnet_v1_101_rfcn_dcn.py``:
+
+- ``dcn``: the 3x3 conv (``conv2``, MXNet ``res5{a,b,c}_branch2b``) of the three res5 (layer4) blocks is
+  a deformable convolution v1 (:class:`zoo.ops.deform_conv.DeformConv2d`: stride 1, dilation 2,
+  padding 2, ``deform_groups`` = 4 offset fields (``num_deformable_group=4``), no bias) whose offsets
+  come from ``conv2.conv_offset`` (MXNet ``res5?_branch2b_offset``: 3x3, dilation 2, padding 2,
+  512 -> 72 = 4 x 2 x 9 channels, with bias; zero-initialised as the reference's ``init_weight_rfcn``).
+- ``deform_psroi``: both PS poolings are :class:`zoo.ops.deform_roi_pool.DeformPSRoIPool` (the
+  authors' ``DeformablePSROIPooling``: 7 x 7 bins, group and part size 7, ``sample_per_part`` 4,
+  ``trans_std`` 0.1, spatial scale 1/16), followed by the same average voting. Offsets:
+  ``roi_heads.rfcn_cls_pool.conv_offset`` (MXNet ``rfcn_cls_offset_t``: 1x1 1024 -> 2 x 49 x (C+1),
+  one (dx, dy) field per class) and ``roi_heads.rfcn_bbox_pool.conv_offset`` (``rfcn_bbox_offset_t``:
+  1x1 1024 -> 2 x 49, one field shared by the 8 box outputs), each PS-pooled without offsets
+  (``no_trans``) to 7 x 7 (x, y) offsets per RoI; zero-initialised as the reference.
+  Proposals (torchvision boxes, (x2, y2) exclusive) are handed to the kernel's inclusive convention as
+  (x1, y1, x2 - 1, y2 - 1), so the box [x1, x2) pools [round(x1) / 16 - 0.5, round(x2) / 16 - 0.5)
+  on the map (likewise y).
+- The RPN, ``conv_new_1``, ``rfcn_cls``, ``rfcn_bbox``, the losses and the test settings are those of
+  plain R-FCN.
+
 Interpretation choices and differences from the reference
 ---------------------------------------------------------
-- PS RoI pooling is torchvision's, which quantises the RoI to the feature grid
+- Deformable convolution samples as torchvision's / mmcv's kernel (zoo's ``deform_conv2d``): bilinear with
+  zero padding, so a tap within one pixel outside the map blends with zeros. The authors' MXNet kernel
+  (``rfcn/operator_cxx/nn/deformable_im2col.cuh``) reads a tap only at 0 <= y < H, 0 <= x < W (0
+  outside) and replicates the last row / column for y in (H - 1, H). Taps at whole-pixel positions,
+  hence every tap while the offsets are zero, agree; learned offsets that land within one pixel of the
+  border do not.
+- Plain R-FCN's PS RoI pooling is torchvision's, which quantises the RoI to the feature grid
   (``round(x * 1/16)``) before splitting it into bins and never reads the last row/column of the map;
   the reference splits ``[round(x1), round(x2) + 1) / 16`` in floats and clips at the map size. Both
   average the cells of each bin (empty bins give 0) and vote by the mean of the 49 bins.
@@ -87,9 +119,10 @@ from torchvision.ops import ps_roi_pool
 from zoo.archs import register_arch
 from zoo.data.coco import COCO_IDS
 from zoo.errors import InputError
-from zoo.layers import DeviceAnchorGenerator, LSDFNBranch, resnet
+from zoo.layers import DeviceAnchorGenerator, LSDFNBranch, dcn_conv2_factory, resnet
+from zoo.ops.deform_roi_pool import DeformPSRoIPool
 
-__all__ = ["RFCN", "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads", "ps_roi_vote", "rfcn"]
+__all__ = ["RFCN", "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads", "inclusive_roi_rows", "ps_roi_vote", "rfcn"]
 
 #: the reference's RGB pixel means on the 0..255 scale (``PIXEL_MEANS`` is stored BGR: 103.06, 115.90, 123.15)
 PIXEL_MEANS_RGB = (123.15, 115.90, 103.06)
@@ -107,16 +140,25 @@ def ps_roi_vote(score_maps: Tensor, rois: Tensor | list[Tensor], group_size: int
     return ps_roi_pool(score_maps, rois, group_size, spatial_scale).mean(dim=(2, 3))
 
 
+def inclusive_roi_rows(boxes: list[Tensor]) -> Tensor:
+    """Per-image (K_i, 4) torchvision boxes ((x2, y2) exclusive) -> (K, 5) rows (batch_index, x1, y1,
+    x2 - 1, y2 - 1): py-faster-rcnn's inclusive convention, which Deformable-ConvNets' kernels expect."""
+    return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b[:, :2], b[:, 2:] - 1], dim=1)
+                      for i, b in enumerate(boxes)])
+
+
 class RFCNBackbone(nn.Module):
     """ResNet body returning ``OrderedDict(res4=C4, res5=C5)``: (B, 3, H, W) -> (B, 1024, H/16, W/16),
-    (B, 2048, H/16, W/16) for the default ResNet-101 (res5 dilated)."""
+    (B, 2048, H/16, W/16) for the default ResNet-101 (res5 dilated). ``dcn``: the res5 3x3 convs are
+    deformable (v1) with ``deform_groups`` offset fields (deformable R-FCN)."""
 
-    def __init__(self, depth: int = 101, trainable_layers: int = 3) -> None:
+    def __init__(self, depth: int = 101, trainable_layers: int = 3, dcn: bool = False, deform_groups: int = 4) -> None:
         super().__init__()
         if not 0 <= trainable_layers <= 5:
             raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+        factory = dcn_conv2_factory("dcn", stages=(4,), deform_groups=deform_groups) if dcn else None
         self.body = resnet(depth=depth, output_stride=16, dilate_first_block=True, stride_in_1x1=True,
-                           norm="frozen_bn", features_only=True, out_indices=(3, 4))
+                           norm="frozen_bn", features_only=True, out_indices=(3, 4), conv2_factory=factory)
         self.body.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)  # Caffe pool1
         self.channels = (self.body.feature_channels[3], self.body.feature_channels[4])
         trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
@@ -170,8 +212,8 @@ class _C4RegionProposalNetwork(RegionProposalNetwork):
 
 
 class RFCNRoIHeads(RoIHeads):
-    """R-FCN head on ``features["res5"]`` (+ optional LS-DFN branch) with torchvision's RoI sampling,
-    losses and post-processing (see the module docstring).
+    """R-FCN head on ``features["res5"]`` (+ optional LS-DFN branch, optional deformable PS RoI pooling)
+    with torchvision's RoI sampling, losses and post-processing (see the module docstring).
 
     ``forward(features, proposals, image_shapes, targets)``: proposals is a list of (K_i, 4) boxes in
     the transformed images' pixels. Returns ``(detections, losses)`` as torchvision's ``RoIHeads``.
@@ -179,7 +221,8 @@ class RFCNRoIHeads(RoIHeads):
 
     def __init__(self, in_channels: int = 2048, num_classes: int = COCO_NUM_CLASSES, *, group_size: int = 7,
                  mid_channels: int = 1024, spatial_scale: float = 1.0 / 16, class_agnostic: bool = True,
-                 lsdfn: Mapping[str, Any] | None = None, ohem_rois: int | None = 128,
+                 lsdfn: Mapping[str, Any] | None = None, deform_psroi: bool = False, sample_per_part: int = 4,
+                 trans_std: float = 0.1, ohem_rois: int | None = 128,
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 300,
                  positive_fraction: float = 0.25, bbox_reg_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0),
                  score_thresh: float = 1e-3, nms_thresh: float = 0.3, detections_per_img: int = 100) -> None:
@@ -202,13 +245,22 @@ class RFCNRoIHeads(RoIHeads):
         kk = group_size * group_size
         self.conv_new_1 = nn.Conv2d(in_channels + extra, mid_channels, 1)
         self.rfcn_cls = nn.Conv2d(mid_channels, kk * num_classes, 1)
-        self.rfcn_bbox = nn.Conv2d(mid_channels, kk * 4 * (2 if class_agnostic else num_classes), 1)
+        box_outputs = 4 * (2 if class_agnostic else num_classes)
+        self.rfcn_bbox = nn.Conv2d(mid_channels, kk * box_outputs, 1)
+        self.rfcn_cls_pool: DeformPSRoIPool | None = None
+        self.rfcn_bbox_pool: DeformPSRoIPool | None = None
+        if deform_psroi:  # the reference: one offset field per class for cls, one shared one for bbox
+            pool = {"group_size": group_size, "sample_per_part": sample_per_part, "trans_std": trans_std,
+                    "spatial_scale": spatial_scale}
+            self.rfcn_cls_pool = DeformPSRoIPool(mid_channels, num_classes, offset_classes=num_classes, **pool)
+            self.rfcn_bbox_pool = DeformPSRoIPool(mid_channels, box_outputs, offset_classes=1, **pool)
         self.reset_parameters()
         # COCO: contiguous class k <-> COCO category id (row 0 = background)
         self._coco = num_classes == COCO_NUM_CLASSES
 
     def reset_parameters(self) -> None:
-        """Gaussian std 0.01, zero bias for the new convs (the reference); LS-DFN keeps its own init."""
+        """Gaussian std 0.01, zero bias for the new convs (the reference); LS-DFN and the deformable PS
+        poolings keep their own init (zero offset convs, as the reference)."""
         for m in (self.conv_new_1, self.rfcn_cls, self.rfcn_bbox):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
@@ -228,10 +280,14 @@ class RFCNRoIHeads(RoIHeads):
         reference, which reads ``bbox_pred[:, 4:8]``).
         """
         x = self.head_features(c5)
-        rois = [p.to(x.dtype) for p in proposals]
-        k = self.group_size
-        cls = ps_roi_vote(self.rfcn_cls(x), rois, k, self.spatial_scale)
-        box = ps_roi_vote(self.rfcn_bbox(x), rois, k, self.spatial_scale)
+        if self.rfcn_cls_pool is not None and self.rfcn_bbox_pool is not None:
+            rows = inclusive_roi_rows(proposals).to(x.dtype)
+            cls = self.rfcn_cls_pool(self.rfcn_cls(x), rows, x).mean(dim=(2, 3))
+            box = self.rfcn_bbox_pool(self.rfcn_bbox(x), rows, x).mean(dim=(2, 3))
+        else:
+            rois = [p.to(x.dtype) for p in proposals]
+            cls = ps_roi_vote(self.rfcn_cls(x), rois, self.group_size, self.spatial_scale)
+            box = ps_roi_vote(self.rfcn_bbox(x), rois, self.group_size, self.spatial_scale)
         if self.class_agnostic:
             box = box[:, 4:8].repeat(1, self.num_classes)
         return cls, box
@@ -314,6 +370,7 @@ class RFCN(GeneralizedRCNN):
 
 @register_arch("rfcn")
 def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mapping[str, Any] | None = None,
+         dcn: bool = False, deform_groups: int = 4, deform_psroi: bool = False,
          class_agnostic: bool = True, trainable_layers: int = 3, min_size: int = 600, max_size: int = 1000,
          image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
          size_divisible: int = 1, anchor_sizes: Sequence[int] = (64, 128, 256, 512),
@@ -325,20 +382,23 @@ def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mappin
     """R-FCN (ResNet ``depth``, res5 dilated, 7x7 PS RoI pooling) with random init; ``lsdfn``: keyword
     arguments of :class:`zoo.layers.LSDFNBranch` (``out_channels`` C', ``reduce_channels``,
     ``kernel_size``, ``samples_per_side``, ``sample_stride``, LS-DFN options) adding the LS-DFN branch
-    on res5. ``num_classes`` counts the background (COCO 81). ``image_mean`` / ``image_std`` are on
-    torchvision's [0, 1] scale (default: the reference's ``255 * x - PIXEL_MEANS``). Remaining arguments
-    as torchvision's ``FasterRCNN``; ``ohem_rois`` RoIs per image carry the head loss (None: no OHEM)."""
+    on res5; ``dcn``: deformable res5 3x3 convs (``deform_groups`` offset fields) and ``deform_psroi``:
+    deformable PS RoI pooling, together deformable R-FCN. ``num_classes`` counts the background (COCO
+    81). ``image_mean`` / ``image_std`` are on torchvision's [0, 1] scale (default: the reference's
+    ``255 * x - PIXEL_MEANS``). Remaining arguments as torchvision's ``FasterRCNN``; ``ohem_rois`` RoIs
+    per image carry the head loss (None: no OHEM)."""
     mean = list(image_mean) if image_mean is not None else [m / 255.0 for m in PIXEL_MEANS_RGB]
     std = list(image_std) if image_std is not None else [1.0 / 255.0] * 3
     transform = GeneralizedRCNNTransform(min_size, max_size, mean, std, size_divisible=size_divisible)
-    backbone = RFCNBackbone(depth, trainable_layers)
+    backbone = RFCNBackbone(depth, trainable_layers, dcn=dcn, deform_groups=deform_groups)
     c4, c5 = backbone.channels
     anchors = DeviceAnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),))
     rpn = _C4RegionProposalNetwork(
         anchors, RFCNRPNHead(c4, anchors.num_anchors_per_location()[0]), 0.7, 0.3, rpn_batch_size_per_image, 0.5,
         {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
         {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test}, rpn_nms_thresh)
-    heads = RFCNRoIHeads(c5, num_classes, class_agnostic=class_agnostic, lsdfn=lsdfn, ohem_rois=ohem_rois,
+    heads = RFCNRoIHeads(c5, num_classes, class_agnostic=class_agnostic, lsdfn=lsdfn, deform_psroi=deform_psroi,
+                         ohem_rois=ohem_rois,
                          batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
                          nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
     return RFCN(backbone, rpn, heads, transform)

@@ -12,9 +12,12 @@ from zoo.ops.deform_conv import (  # noqa: E402
     modulated_deform_conv2d,
 )
 from zoo.ops.deform_roi_pool import (  # noqa: E402
+    DeformPSRoIPool,
     DeformRoIPool,
     ModulatedDeformRoIPool,
     PSRoIPool,
+    deform_ps_roi_pool,
+    deform_ps_roi_pool_reference,
     deform_roi_pool,
     deform_roi_pool_reference,
     ps_roi_pool,
