@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Mapping
+import re
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -36,26 +37,63 @@ _BUILTIN = {
 _USER: dict[str, Converter] = {}
 
 
+Rules = tuple[tuple[re.Pattern[str], str], ...]
+CONTAINERS = ("state_dict", "model", "module", "model_state")
+
+
+def rules(*pairs: tuple[str, str]) -> Rules:
+    """A layout's renaming table: ``(pattern, replacement)`` pairs, compiled; see :func:`apply_rules`."""
+    return tuple((re.compile(pattern), replacement) for pattern, replacement in pairs)
+
+
+def apply_rules(key: str, table: Rules) -> str | None:
+    """``key`` (``module.`` stripped) renamed by the first rule of ``table`` whose pattern matches it
+    (``re.sub`` with its replacement); None when no rule matches."""
+    key = key.removeprefix("module.")
+    for pattern, replacement in table:
+        if pattern.match(key):
+            return pattern.sub(replacement, key)
+    return None
+
+
+def checkpoint_tensors(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The state dict of a checkpoint: the mapping under a container key (:data:`CONTAINERS`, nested up to
+    three deep) or the checkpoint itself, with DataParallel's ``module.`` prefixes removed."""
+    state: Mapping[str, Any] = checkpoint
+    for _ in range(3):
+        inner = next((state[k] for k in CONTAINERS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
 def remap_keys(
     state_dict: Mapping[str, torch.Tensor],
-    convert_key: Callable[[str], str | None],
+    convert_key: Callable[[str], str | None] | Rules,
     *,
     layout: str,
     required: Mapping[str, str] = {},
+    drop: str | re.Pattern[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Rename every key with ``convert_key`` (None = not part of ``layout``); tensors pass unchanged.
+    """The shared remapper of the converters: rename every key of a checkpoint's state dict
+    (:func:`checkpoint_tensors`) with ``convert_key`` (a function, None = not part of ``layout``, or a
+    :func:`rules` table); tensors pass unchanged. Keys matching ``drop`` (not part of the inference network,
+    e.g. training counters) are left out first.
 
-    A ``{"state_dict": ...}`` checkpoint is unwrapped. Unknown keys, or a missing ``required`` zoo key
-    (mapped to the original name it comes from, for the message), raise :class:`StateDictMismatchError`.
+    Unknown keys, or a missing ``required`` zoo key (mapped to the original name it comes from, for the
+    message), raise :class:`StateDictMismatchError`.
     """
     from zoo.errors import StateDictMismatchError
 
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
+    rename = (lambda key: apply_rules(key, convert_key)) if isinstance(convert_key, tuple) else convert_key
+    dropped = re.compile(drop) if isinstance(drop, str) else drop
     out: dict[str, torch.Tensor] = {}
     unknown = []
-    for key, value in state_dict.items():
-        new = convert_key(key)
+    for key, value in checkpoint_tensors(state_dict).items():
+        if dropped is not None and dropped.match(key):
+            continue
+        new = rename(key)
         if new is None:
             unknown.append(key)
         else:

@@ -38,12 +38,12 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from zoo.converters import remap_keys
+from zoo.converters import apply_rules, remap_keys, rules
 
 __all__ = ["convert", "convert_key"]
 
 _NORM = r"(weight|bias|running_mean|running_var)"
-_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r in (
+_RULES = rules(
     (r"^backbone\.bottom_up\.stem\.conv1\.weight$", r"backbone.body.conv1.weight"),
     (rf"^backbone\.bottom_up\.stem\.conv1\.norm\.{_NORM}$", r"backbone.body.bn1.\1"),
     (r"^backbone\.bottom_up\.res([2-5])\.(\d+)\.conv([1-3])\.weight$", r"backbone.body.layer<\1>.\2.conv\3.weight"),
@@ -60,33 +60,25 @@ _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r i
     (r"^mask_branch\.((refine|tower)\.\d+\.(\d+\.)?(weight|bias|running_mean|running_var|num_batches_tracked))$",
      r"mask_branch.\1"),
     (r"^mask_head\.sizes_of_interest$", r"mask_head.sizes_of_interest"),
-))
+)
 # not part of the inference network: training counters and the _sem models' auxiliary semantic head
 _DROP = re.compile(r"^(mask_head\._iter|mask_branch\.(seg_head|logits)\..*|backbone\.bottom_up\..*num_batches_tracked)$")
 
 
 def convert_key(key: str) -> str | None:
     """zoo key for one AdelaiDet key (``module.`` stripped), or None if it is not part of the layout."""
-    if key.startswith("module."):
-        key = key[len("module."):]
-    for pattern, repl in _RULES:
-        if pattern.match(key):
-            new = pattern.sub(repl, key)
-            new = re.sub(r"<<(\d)>>", lambda m: str(int(m.group(1)) - 3), new)  # fpn level 3..5 -> 0..2
-            return re.sub(r"<(\d)>", lambda m: str(int(m.group(1)) - 1), new)  # res2..5 -> layer1..4
-    return None
+    new = apply_rules(key, _RULES)
+    if new is None:
+        return None
+    new = re.sub(r"<<(\d)>>", lambda m: str(int(m.group(1)) - 3), new)  # fpn level 3..5 -> 0..2
+    return re.sub(r"<(\d)>", lambda m: str(int(m.group(1)) - 1), new)  # res2..5 -> layer1..4
 
 
 def convert(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map an AdelaiDet CondInst R-50/R-101 state dict (or a ``{"model": ...}`` checkpoint) to zoo's
     ``condinst`` keys (``style="caffe"``, RGB input)."""
-    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    state = {k: v for k, v in state_dict.items() if not _DROP.match(k.removeprefix("module."))}
     out = remap_keys(
-        state, convert_key, layout="AdelaiDet CondInst (ResNet-FPN)",
+        state_dict, convert_key, layout="AdelaiDet CondInst (ResNet-FPN)", drop=_DROP,
         required={"backbone.body.conv1.weight": "backbone.bottom_up.stem.conv1.weight",
                   "head.cls_logits.weight": "proposal_generator.fcos_head.cls_logits.weight",
                   "head.controller.weight": "controller.weight"},

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from zoo.converters import checkpoint_tensors
 from zoo.errors import StateDictMismatchError
 
 __all__ = ["convert", "unwrap"]
@@ -30,15 +31,10 @@ _KEY = re.compile(
 
 def unwrap(state_dict: Mapping, source: str) -> dict[str, Tensor]:
     """The tensors of a checkpoint (``state_dict`` / ``model`` entry or a bare dict), ``module.`` stripped."""
-    for key in ("state_dict", "model"):
-        if key in state_dict and isinstance(state_dict[key], Mapping):
-            state_dict = state_dict[key]
-            break
-    out = {}
-    for key, value in state_dict.items():
+    out = checkpoint_tensors(state_dict)
+    for key, value in out.items():
         if not isinstance(value, Tensor):
             raise StateDictMismatchError(f"not a {source} state dict: {key!r} is a {type(value).__name__}, not a tensor")
-        out[key[len("module."):] if key.startswith("module.") else key] = value
     return out
 
 

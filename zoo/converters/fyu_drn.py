@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from zoo.converters import remap_keys
+from zoo.converters import checkpoint_tensors, remap_keys
 from zoo.errors import StateDictMismatchError
 
 __all__ = ["convert", "convert_key"]
@@ -51,8 +51,7 @@ def _variant(state_dict: Mapping[str, Tensor]) -> str | None:
 def convert_key(key: str, variant: str | None = None) -> str | None:
     """zoo key for one fyu/drn key (``module.`` stripped); ``variant`` ('c'/'d') is needed for
     ``DRNSeg`` keys. None if the key is not part of the fyu/drn layout."""
-    if key.startswith("module."):
-        key = key[len("module."):]
+    key = key.removeprefix("module.")
     if _CLS.match(key) or _SEG_HEAD.match(key):
         return key
     m = _SEG_BASE.match(key)
@@ -66,9 +65,7 @@ def convert_key(key: str, variant: str | None = None) -> str | None:
 
 def convert(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map a fyu/drn DRN or DRNSeg state dict to zoo's ``drn`` / ``drn_seg`` keys (see the module docstring)."""
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    stripped = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    stripped = checkpoint_tensors(state_dict)
     variant = _variant(stripped)
     out = remap_keys(stripped, lambda key: convert_key(key, variant), layout="fyu/drn DRN or DRNSeg")
     if not any(k.startswith(("base.", "fc.", "layer")) for k in out):

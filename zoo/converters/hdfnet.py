@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from zoo.converters import remap_keys
+from zoo.converters import checkpoint_tensors, remap_keys
 
 _VGG_STARTS = {
     "vgg16": {"1": 0, "2": 6, "4": 13, "8": 23, "16": 33},
@@ -65,9 +65,7 @@ def _key_fn(variant: str):
 
 def convert(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Authors' HDFNet state dict -> zoo ``hdfnet`` state dict (backbone recognised from the keys)."""
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    state_dict = checkpoint_tensors(state_dict)
     variant = detect_variant(state_dict)
     first = "encoder2.0.weight" if variant == "resnet50" else "encoder1.0.weight"
     return remap_keys(state_dict, _key_fn(variant), layout=f"HDFNet ({variant})",

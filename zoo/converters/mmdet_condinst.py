@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from zoo.converters import remap_keys
+from zoo.converters import apply_rules, checkpoint_tensors, remap_keys, rules
 from zoo.errors import StateDictMismatchError
 
 __all__ = ["SIZES_OF_INTEREST", "convert", "convert_key"]
@@ -48,7 +48,7 @@ __all__ = ["SIZES_OF_INTEREST", "convert", "convert_key"]
 SIZES_OF_INTEREST = (64, 128, 256, 512, 1024)
 _MF = r"mask_head\.mask_feature_head"
 _NORM = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r in (
+_RULES = rules(
     (r"^backbone\.((conv1|bn1)\.\w+|layer[1-4]\.\d+\.(conv[1-3]|bn[1-3]|downsample\.[01])\.\w+)$",
      r"backbone.body.\1"),
     (r"^neck\.lateral_convs\.([0-2])\.conv\.(weight|bias)$", r"backbone.fpn.inner_blocks.\1.0.\2"),
@@ -69,34 +69,28 @@ _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r i
     (rf"^{_MF}\.conv_branch\.(\d+)\.conv\.weight$", r"mask_branch.tower.\1.0.weight"),
     (rf"^{_MF}\.conv_branch\.(\d+)\.bn\.{_NORM}$", r"mask_branch.tower.\1.1.\2"),
     (rf"^{_MF}\.conv_pred\.(weight|bias)$", r"mask_branch.tower.<pred>.\1"),
-))
+)
 _INDEX = re.compile(r"<3\*(\d+)(\+1)?>")
 
 
 def convert_key(key: str, num_branch_convs: int = 4) -> str | None:
     """zoo key for one mmdet key (``module.`` stripped), or None if it is not part of the layout.
     ``num_branch_convs``: the number of ``conv_branch`` convs (``conv_pred`` follows them)."""
-    if key.startswith("module."):
-        key = key[len("module."):]
-    for pattern, repl in _RULES:
-        if pattern.match(key):
-            new = pattern.sub(repl, key)
-            new = _INDEX.sub(lambda m: str(3 * int(m.group(1)) + (1 if m.group(2) else 0)), new)
-            return new.replace("<pred>", str(num_branch_convs))
-    return None
+    new = apply_rules(key, _RULES)
+    if new is None:
+        return None
+    new = _INDEX.sub(lambda m: str(3 * int(m.group(1)) + (1 if m.group(2) else 0)), new)
+    return new.replace("<pred>", str(num_branch_convs))
 
 
 def convert(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map an mmdet 3.x CondInst R-50-FPN state dict (or a ``{"meta", "state_dict"}`` checkpoint) to zoo's
     ``condinst`` keys (build with ``style="pytorch", thresh_with_ctr=False``)."""
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    state = {k: v for k, v in state_dict.items()
-             if not (k.removeprefix("module.").startswith("backbone.") and k.endswith("num_batches_tracked"))}
-    branch = {int(m.group(1)) for k in state
-              if (m := re.match(rf"^(?:module\.)?{_MF}\.conv_branch\.(\d+)\.", k))}
+    state = checkpoint_tensors(state_dict)
+    branch = {int(m.group(1)) for k in state if (m := re.match(rf"^{_MF}\.conv_branch\.(\d+)\.", k))}
     out = remap_keys(
         state, lambda k: convert_key(k, len(branch)), layout="mmdet CondInst (ResNet-FPN)",
+        drop=r"^backbone\..*num_batches_tracked$",
         required={"backbone.body.conv1.weight": "backbone.conv1.weight",
                   "head.cls_logits.weight": "bbox_head.conv_cls.weight",
                   "head.controller.weight": "bbox_head.controller.weight",

@@ -36,13 +36,12 @@ prefixes are stripped; unknown keys raise :class:`~zoo.errors.StateDictMismatchE
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-from zoo.converters import remap_keys
+from zoo.converters import apply_rules, remap_keys, rules
 from zoo.data.coco import COCO_IDS, COCO_NUM_IDS
 from zoo.errors import StateDictMismatchError
 
@@ -51,7 +50,7 @@ __all__ = ["COCO_IDS", "convert", "convert_key"]
 NUM_CLASSES = COCO_NUM_IDS
 _UNUSED_BIAS = -1e4
 
-_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r in (
+_RULES = rules(
     (r"^backbone\.((conv1|bn1)\.\w+|layer[1-4]\.\d+\.(conv[1-3](\.conv_offset)?|bn[1-3]|downsample\.[01])\.\w+)$",
      r"backbone.body.\1"),
     (r"^neck\.lateral_convs\.(\d+)\.conv\.(weight|bias)$", r"backbone.fpn.inner_blocks.\1.0.\2"),
@@ -68,17 +67,12 @@ _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), r) for p, r i
     (r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.(weight|bias)$", r"roi_heads.mask_head.\1.0.\2"),
     (r"^roi_head\.mask_head\.upsample\.(weight|bias)$", r"roi_heads.mask_predictor.conv5_mask.\1"),
     (r"^roi_head\.mask_head\.conv_logits\.(weight|bias)$", r"roi_heads.mask_predictor.mask_fcn_logits.\1"),
-))
+)
 
 
 def convert_key(key: str) -> str | None:
     """zoo key for one mmdet key (``module.`` stripped), or None if it is not part of the layout."""
-    if key.startswith("module."):
-        key = key[len("module."):]
-    for pattern, repl in _RULES:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
-    return None
+    return apply_rules(key, _RULES)
 
 
 def _scatter_rows(value: Tensor, rows_per_class: int, background: Tensor | None, fill: float) -> Tensor:
@@ -99,11 +93,8 @@ def _scatter_rows(value: Tensor, rows_per_class: int, background: Tensor | None,
 def convert(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map an mmdet Faster/Mask R-CNN R50-FPN (dconv / mdconv / dpool / mdpool) state dict (or a
     ``{"meta", "state_dict"}`` checkpoint) to zoo's ``faster_rcnn`` / ``mask_rcnn`` keys (91 classes)."""
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    state = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     out = remap_keys(
-        state, convert_key, layout="mmdet Faster/Mask R-CNN (ResNet-FPN)",
+        state_dict, _RULES, layout="mmdet Faster/Mask R-CNN (ResNet-FPN)", drop=r".*num_batches_tracked$",
         required={"backbone.body.conv1.weight": "backbone.conv1.weight",
                   "rpn.head.cls_logits.weight": "rpn_head.rpn_cls.weight",
                   "roi_heads.box_predictor.cls_score.weight": "roi_head.bbox_head.fc_cls.weight"},

@@ -36,8 +36,7 @@ _KNOWN = re.compile(
 
 def convert_key(key: str) -> str | None:
     """zoo key for one mmseg DMNet key (``module.`` stripped), or None if it is not part of the layout."""
-    if key.startswith("module."):
-        key = key[len("module."):]
+    key = key.removeprefix("module.")
     if m := _STEM.match(key):
         return f"backbone.deep_stem.{m.group(1)}.{m.group(2)}"
     return key if _KNOWN.match(key) else None

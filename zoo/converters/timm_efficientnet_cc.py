@@ -34,8 +34,7 @@ _ROUTING = re.compile(r"(blocks\.\d+\.\d+\.)routing_fn\.(weight|bias)")
 
 def convert_key(key: str) -> str | None:
     """zoo key for a timm EfficientNet-CondConv key, or None when the key is not part of that layout."""
-    if key.startswith("module."):
-        key = key[len("module."):]
+    key = key.removeprefix("module.")
     m = _ROUTING.fullmatch(key)
     if m:
         return f"{m.group(1)}routing.fc.{m.group(2)}"
@@ -44,8 +43,6 @@ def convert_key(key: str) -> str | None:
 
 def convert(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map a timm EfficientNet-CondConv state dict to zoo's ``efficientnet_cc`` (tensors pass unchanged)."""
-    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
     out = remap_keys(state_dict, convert_key, layout="timm EfficientNet-CondConv",
                      required={"conv_stem.weight": "conv_stem.weight", "classifier.weight": "classifier.weight"})
     if not any(k.endswith("routing.fc.weight") for k in out):

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from zoo.converters import checkpoint_tensors
 from zoo.errors import StateDictMismatchError
 
 __all__ = ["convert"]
@@ -23,13 +24,9 @@ _PREFIXES = ("backbone.", "classifier.", "aux_classifier.")
 def convert(state_dict: Mapping[str, Tensor], *, aux: bool = True) -> dict[str, Tensor]:
     """Map a torchvision DeepLabV3-ResNet state dict to zoo's ``deeplabv3`` (``aux=False`` drops the
     ``aux_classifier.*`` tensors, for a model built with ``aux=False``)."""
-    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
     out: dict[str, Tensor] = {}
     unknown = []
-    for key, value in state_dict.items():
-        if key.startswith("module."):
-            key = key[len("module."):]
+    for key, value in checkpoint_tensors(state_dict).items():
         if not key.startswith(_PREFIXES) or key.startswith("backbone.fc.") or key.startswith("backbone.avgpool"):
             unknown.append(key)
             continue
