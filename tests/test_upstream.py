@@ -350,18 +350,19 @@ def test_hf_hub_ids_are_verified_and_pinned(served, hub_server, hf_cache):
         zoo.create("hf-hub:zoo-test/hfhub@../../x")
 
 
-def test_rfcn_warm_start_scores_and_boxes_equal_the_hosts():
-    """R-FCN + LS-DFN filled with plain R-FCN weights (zoo.weights.expand_state_dict, what a warm-start tag
-    does) gives the same class scores and box deltas for the same proposals."""
+@pytest.mark.parametrize("arch", ["rfcn", "couplenet"])
+def test_rfcn_warm_start_scores_and_boxes_equal_the_hosts(arch):
+    """R-FCN (CoupleNet) + LS-DFN filled with plain R-FCN (CoupleNet) weights (zoo.weights.expand_state_dict,
+    what a warm-start tag does) gives the same class scores and box deltas for the same proposals."""
     from zoo.archs import get_arch
     from zoo.weights import expand_state_dict
 
     args = {"depth": 50, "num_classes": 5}
     lsdfn = {"out_channels": 6, "reduce_channels": 16, "kernel_size": 3, "samples_per_side": 3, "sample_stride": 2}
     torch.manual_seed(0)
-    host, warm = get_arch("rfcn")(**args).eval(), get_arch("rfcn")(**args, lsdfn=lsdfn).eval()
+    host, warm = get_arch(arch)(**args).eval(), get_arch(arch)(**args, lsdfn=lsdfn).eval()
     torch.nn.init.normal_(host.roi_heads.rfcn_cls.weight, std=0.5)
-    report = expand_state_dict(warm, host.state_dict(), source="rfcn")
+    report = expand_state_dict(warm, host.state_dict(), source=arch)
     assert list(report["expanded"]) == ["roi_heads.conv_new_1.weight"] and not report["kept_from_source"]
     assert all("lsdfn" in k for k in report["kept"])
     c5 = torch.randn(1, 2048, 9, 11)

@@ -15,6 +15,7 @@ from zoo.registry import default_registry
 from zoo.weights import match_state_dict
 
 from converters.test_adelaidet_condinst import adelaidet_shapes
+from converters.test_couplenet_caffe import caffe_checkpoint
 from converters.test_deformable_convnets_rfcn import do_checkpoint, reference_shapes
 import converters.test_flownet_converters as flownet_layouts
 from converters.test_flownet_converters import fnp_table, mmflow_table, ptlflow_checkpoint, ptlflow_table
@@ -102,6 +103,7 @@ LAYOUTS = {
                                                          "mask_head.sizes_of_interest": torch.tensor([64, 128, 256, 512, 1024])}},
     "mmdet-condinst": lambda info, args: {"meta": {}, "state_dict": meta(mmdet_condinst_shapes())},
     "deformable-convnets-rfcn": _rfcn,
+    "couplenet-caffe": lambda info, args: caffe_checkpoint(0, args["num_classes"])[1],  # the snapshot's file
     "hdfnet": lambda info, args: hdfnet_state(args["backbone"]),
 }
 

@@ -33,6 +33,7 @@ _BUILTIN = {
     "mmdet-condinst": "zoo.converters.mmdet_condinst",
     "deformable-convnets-rfcn": "zoo.converters.deformable_convnets_rfcn",
     "fyu-dilation": "zoo.converters.fyu_dilation",
+    "couplenet-caffe": "zoo.converters.couplenet_caffe",
 }
 _USER: dict[str, Converter] = {}
 

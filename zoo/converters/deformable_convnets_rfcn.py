@@ -72,7 +72,7 @@ from torch import Tensor
 from zoo.converters import remap_keys
 from zoo.errors import StateDictMismatchError
 
-__all__ = ["BBOX_MEANS", "BBOX_STDS", "UNITS", "bbox_scale", "convert", "convert_key", "is_dcn_key", "reference_names"]
+__all__ = ["BBOX_MEANS", "BBOX_STDS", "UNITS", "bbox_scale", "block_module", "convert", "convert_key", "is_dcn_key", "reference_names"]
 
 #: ``TRAIN.BBOX_STDS`` / ``BBOX_MEANS`` of the COCO R-FCN config
 BBOX_STDS = (0.1, 0.1, 0.2, 0.2)
@@ -114,19 +114,27 @@ def convert_key(key: str) -> str | None:
     if m is None:
         return None
     kind, stage, block, branch, param = m.groups()
-    index = _block_index(block)
-    if branch == "1" and index != 0:
-        return None
     if kind == "res":
         if param != "weight":  # the backbone convolutions have no bias (no_bias=True)
             return None
-        module = "downsample.0" if branch == "1" else f"conv{'abc'.index(branch[1]) + 1}"
+    elif param not in _BN:
+        return None
+    module = block_module(stage, block, branch, conv=kind == "res")
+    return None if module is None else f"{module}.{'weight' if kind == 'res' else _BN[param]}"
+
+
+def block_module(stage: str, block: str, branch: str, *, conv: bool) -> str | None:
+    """zoo module of one branch of the MSRA ResNet-101 naming shared by py-R-FCN and Deformable-ConvNets:
+    stage ``2``..``5``, block ``a``, ``b``, ``c`` or ``b1``, ``b2``, ..., branch ``1`` (the projection, block
+    ``a`` only) or ``2a``, ``2b``, ``2c``; ``conv`` the convolution, else its BatchNorm. None if not a branch."""
+    index = _block_index(block)
+    if branch == "1" and index != 0:
+        return None
+    if branch == "1":
+        module = "downsample.0" if conv else "downsample.1"
     else:
-        if param not in _BN:
-            return None
-        param = _BN[param]
-        module = "downsample.1" if branch == "1" else f"bn{'abc'.index(branch[1]) + 1}"
-    return f"backbone.body.layer{int(stage) - 1}.{index}.{module}.{param}"
+        module = f"{'conv' if conv else 'bn'}{'abc'.index(branch[1]) + 1}"
+    return f"backbone.body.layer{int(stage) - 1}.{index}.{module}"
 
 
 def is_dcn_key(key: str) -> bool:

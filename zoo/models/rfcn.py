@@ -1,4 +1,5 @@
-"""R-FCN (ResNet-101), R-FCN with an LS-DFN branch and deformable R-FCN (R-FCN + DCN).
+"""R-FCN (ResNet-101), R-FCN with an LS-DFN branch, deformable R-FCN (R-FCN + DCN) and CoupleNet (R-FCN
+coupled with a global RoI branch, with or without an LS-DFN branch).
 
 Papers: Dai, Li, He, Sun, "R-FCN: Object Detection via Region-based Fully Convolutional Networks",
 NeurIPS 2016 (https://arxiv.org/abs/1605.06409); Wu, Li, Yang, Bajaj, Ji, "Dynamic Filtering with Large
@@ -80,6 +81,36 @@ As ``resnet_v1_101_rfcn_dcn.py``:
 - The RPN, ``conv_new_1``, ``rfcn_cls``, ``rfcn_bbox``, the losses and the test settings are those of
   plain R-FCN.
 
+CoupleNet (``couplenet``)
+------------------------
+Zhu, Zhao, Wang, Zhao, Wu, Lu, "CoupleNet: Coupling Global Structure with Local Parts for Object
+Detection", ICCV 2017 (https://arxiv.org/abs/1708.02863); the LS-DFN paper uses it as its second host. The
+layout is the authors' released model, ``test_agnostic.prototxt`` / ``train_agnostic_ohem.prototxt`` of
+tshizys/CoupleNet@3187614dc35c4f52e560c6ad9f2550d37bae7b81 (Caffe, built on py-R-FCN), trained on VOC 07+12:
+
+- Input, backbone, RPN (on res4b22, C4), ``conv_new_1`` (1x1 2048 -> 1024 + ReLU on res5c), sampling, OHEM
+  (128 RoIs per image) and the class-agnostic 8 deltas are R-FCN's. The VOC model has 21 classes and 9
+  anchors (``rpn_cls_score`` 18 = 9 bg then 9 fg, ``rpn_bbox_pred`` 36: py-R-FCN's default scales 8, 16, 32
+  at stride 16, sizes 128, 256, 512, ratios 0.5, 1, 2) and py-R-FCN's pixel means (BGR 102.9801, 115.9465,
+  122.7717; here RGB, the converter flips ``conv1``).
+- Local branch: R-FCN's head, the authors' ``local_cls`` (1x1 1024 -> 7*7*21) and ``local_bbox`` (1x1 1024
+  -> 7*7*8) here ``rfcn_cls`` / ``rfcn_bbox``, PS RoI pooling 7x7 and average voting -> ``local_cls_score``
+  (K, 21) and ``local_bbox_pred`` (K, 8).
+- Global branch: ``roi_pool5``, RoI (max) pooling of ``conv_new_1``'s output to 7 x 7 (spatial scale
+  1/16, ``torchvision.ops.roi_pool``, a port of the same Caffe kernel; proposals given inclusive, (x2 - 1,
+  y2 - 1), as py-faster-rcnn's boxes); ``conv_pool5`` 7x7 1024 -> 1024 (no padding: one value per RoI,
+  a fully connected layer) + ReLU; ``conv_pool5_1`` 1x1 1024 -> 1024 + ReLU; ``global_cls_score`` 1x1 ->
+  21 and ``global_bbox_pred`` 1x1 -> 8.
+- Coupling (the ``Eltwise`` layers, default operation SUM): class scores = ``global_cls_score`` +
+  ``conv/local_cls_score`` (here ``local_cls_conv``: a 1x1 21 -> 21 convolution on the voted local scores,
+  the paper's 1x1 normalisation; the global scores get none), softmax; box deltas = ``global_bbox_pred`` +
+  the voted local deltas (no normalisation). All new layers Gaussian std 0.01, zero bias.
+- What the released prototxts do not contain: the paper's enlarged-context RoI in the global branch. The
+  authors' README lists the released VOC model (81.7% mAP) as "without adding context"; the context
+  variant (82.1%) was never published as code or weights, so it is not built here.
+- ``lsdfn`` adds the LS-DFN branch before ``conv_new_1`` exactly as for R-FCN (C5 + C' channels), so it feeds
+  both the local and the global branch.
+
 Interpretation choices and differences from the reference
 ---------------------------------------------------------
 - Deformable convolution samples as torchvision's / mmcv's kernel (zoo's ``deform_conv2d``): bilinear with
@@ -100,7 +131,12 @@ Interpretation choices and differences from the reference
   ``ohem_rois`` (128) RoIs per image with the largest classification + box loss carry the head loss
   (``ohem_rois=None`` uses all sampled RoIs). The reference's per-layer learning-rate multipliers
   (``conv_new_1`` x3) are an optimiser setting, not part of the model.
-- ``class_agnostic=False`` gives class-specific ``rfcn_bbox`` (k*k*4*(C+1) channels).
+- ``class_agnostic=False`` gives class-specific ``rfcn_bbox`` (k*k*4*(C+1) channels) (CoupleNet: and
+  ``global_bbox_pred``).
+- CoupleNet's reference (py-R-FCN) tester keeps every score above -inf and 400 detections per image before
+  the VOC evaluation; here, as for R-FCN, score > 0.001 and 100 detections. py-faster-rcnn's proposal layer
+  drops boxes under 16 pixels (``RPN_MIN_SIZE``) at the image scale; torchvision's RPN drops only those
+  under 1e-3.
 """
 from __future__ import annotations
 
@@ -114,7 +150,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import ps_roi_pool
+from torchvision.ops import ps_roi_pool, roi_pool
 
 from zoo.archs import register_arch
 from zoo.data.coco import COCO_IDS
@@ -122,11 +158,15 @@ from zoo.errors import InputError
 from zoo.layers import DeviceAnchorGenerator, LSDFNBranch, dcn_conv2_factory, resnet
 from zoo.ops.deform_roi_pool import DeformPSRoIPool
 
-__all__ = ["RFCN", "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads", "inclusive_roi_rows", "ps_roi_vote", "rfcn"]
+__all__ = ["CoupleNetRoIHeads", "RFCN", "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads", "couplenet", "inclusive_roi_rows",
+           "ps_roi_vote", "rfcn"]
 
 #: the reference's RGB pixel means on the 0..255 scale (``PIXEL_MEANS`` is stored BGR: 103.06, 115.90, 123.15)
 PIXEL_MEANS_RGB = (123.15, 115.90, 103.06)
 COCO_NUM_CLASSES = len(COCO_IDS) + 1  # 81: background + 80 contiguous classes
+VOC_NUM_CLASSES = 21  # background + the 20 PASCAL VOC classes
+#: py-R-FCN's (py-faster-rcnn's) ``PIXEL_MEANS`` (stored BGR: 102.9801, 115.9465, 122.7717) as RGB
+CAFFE_PIXEL_MEANS_RGB = (122.7717, 115.9465, 102.9801)
 
 
 def ps_roi_vote(score_maps: Tensor, rois: Tensor | list[Tensor], group_size: int, spatial_scale: float) -> Tensor:
@@ -279,7 +319,15 @@ class RFCNRoIHeads(RoIHeads):
         torchvision's decoding and loss see class-specific layout; the bg half is never used (as the
         reference, which reads ``bbox_pred[:, 4:8]``).
         """
-        x = self.head_features(c5)
+        cls, box = self.roi_scores(self.head_features(c5), proposals)
+        if self.class_agnostic:
+            box = box[:, 4:8].repeat(1, self.num_classes)
+        return cls, box
+
+    def roi_scores(self, x: Tensor, proposals: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """The R-FCN (CoupleNet: local) branch on the head features x (B, 1024, h, w): PS RoI pooling and
+        voting of ``rfcn_cls`` and ``rfcn_bbox`` -> (K, C+1) scores and (K, 8) (class-agnostic) or
+        (K, 4(C+1)) deltas."""
         if self.rfcn_cls_pool is not None and self.rfcn_bbox_pool is not None:
             rows = inclusive_roi_rows(proposals).to(x.dtype)
             cls = self.rfcn_cls_pool(self.rfcn_cls(x), rows, x).mean(dim=(2, 3))
@@ -288,8 +336,6 @@ class RFCNRoIHeads(RoIHeads):
             rois = [p.to(x.dtype) for p in proposals]
             cls = ps_roi_vote(self.rfcn_cls(x), rois, self.group_size, self.spatial_scale)
             box = ps_roi_vote(self.rfcn_bbox(x), rois, self.group_size, self.spatial_scale)
-        if self.class_agnostic:
-            box = box[:, 4:8].repeat(1, self.num_classes)
         return cls, box
 
     # ------------------------------------------------------------------------------------- labels
@@ -353,6 +399,42 @@ class RFCNRoIHeads(RoIHeads):
             return loss.topk(k).indices
 
 
+class CoupleNetRoIHeads(RFCNRoIHeads):
+    """CoupleNet head: the R-FCN head (the local branch, ``rfcn_cls`` / ``rfcn_bbox``) coupled with a global
+    RoI branch (see "CoupleNet" in the module docstring). Arguments as :class:`RFCNRoIHeads` plus
+    ``global_channels`` (the width of ``conv_pool5`` and ``conv_pool5_1``)."""
+
+    def __init__(self, in_channels: int = 2048, num_classes: int = VOC_NUM_CLASSES, *, global_channels: int = 1024,
+                 **kwargs: Any) -> None:
+        super().__init__(in_channels, num_classes, **kwargs)
+        mid, k = self.conv_new_1.out_channels, self.group_size
+        self.conv_pool5 = nn.Conv2d(mid, global_channels, k)
+        self.conv_pool5_1 = nn.Conv2d(global_channels, global_channels, 1)
+        self.global_cls_score = nn.Conv2d(global_channels, num_classes, 1)
+        self.global_bbox_pred = nn.Conv2d(global_channels, self.rfcn_bbox.out_channels // (k * k), 1)
+        self.local_cls_conv = nn.Conv2d(num_classes, num_classes, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Gaussian std 0.01, zero bias for every new conv (the authors' fillers)."""
+        super().reset_parameters()
+        for name in ("conv_pool5", "conv_pool5_1", "global_cls_score", "global_bbox_pred", "local_cls_conv"):
+            m = getattr(self, name, None)  # absent while RFCNRoIHeads.__init__ runs
+            if m is not None:
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    def roi_scores(self, x: Tensor, proposals: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Local (R-FCN) + global scores: ``global_cls_score + local_cls_conv(local scores)`` (K, C+1) and
+        ``global_bbox_pred + local deltas``."""
+        local_cls, local_box = super().roi_scores(x, proposals)
+        rows = inclusive_roi_rows(proposals).to(x.dtype)
+        g = roi_pool(x, rows, (self.group_size, self.group_size), self.spatial_scale)
+        g = F.relu(self.conv_pool5_1(F.relu(self.conv_pool5(g))))
+        cls = self.global_cls_score(g).flatten(1) + self.local_cls_conv(local_cls[:, :, None, None]).flatten(1)
+        return cls, self.global_bbox_pred(g).flatten(1) + local_box
+
+
 class RFCN(GeneralizedRCNN):
     """R-FCN: torchvision's ``GeneralizedRCNN`` with :class:`RFCNBackbone`, an RPN on C4 and
     :class:`RFCNRoIHeads` (see the module docstring for inputs and outputs)."""
@@ -366,6 +448,30 @@ class RFCN(GeneralizedRCNN):
             return {}
         count = heads.lsdfn.out_channels
         return {"roi_heads.conv_new_1.weight": (1, heads.conv_new_1.in_channels - count, count)}
+
+
+def _detector(heads_type: type[RFCNRoIHeads], heads_args: Mapping[str, Any], *, depth: int, num_classes: int,
+              dcn: bool, deform_groups: int, trainable_layers: int, min_size: int, max_size: int,
+              image_mean: Sequence[float] | None, image_std: Sequence[float] | None, size_divisible: int,
+              anchor_sizes: Sequence[int], aspect_ratios: Sequence[float], rpn_pre_nms_top_n_train: int,
+              rpn_pre_nms_top_n_test: int, rpn_post_nms_top_n_train: int, rpn_post_nms_top_n_test: int,
+              rpn_nms_thresh: float, rpn_batch_size_per_image: int, box_batch_size_per_image: int,
+              box_score_thresh: float, box_nms_thresh: float, box_detections_per_img: int,
+              default_mean: Sequence[float] = PIXEL_MEANS_RGB) -> RFCN:
+    """Transform, :class:`RFCNBackbone`, the reference RPN on C4 and ``heads_type`` (R-FCN or CoupleNet)."""
+    mean = list(image_mean) if image_mean is not None else [m / 255.0 for m in default_mean]
+    std = list(image_std) if image_std is not None else [1.0 / 255.0] * 3
+    transform = GeneralizedRCNNTransform(min_size, max_size, mean, std, size_divisible=size_divisible)
+    backbone = RFCNBackbone(depth, trainable_layers, dcn=dcn, deform_groups=deform_groups)
+    c4, c5 = backbone.channels
+    anchors = DeviceAnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),))
+    rpn = _C4RegionProposalNetwork(
+        anchors, RFCNRPNHead(c4, anchors.num_anchors_per_location()[0]), 0.7, 0.3, rpn_batch_size_per_image, 0.5,
+        {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
+        {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test}, rpn_nms_thresh)
+    heads = heads_type(c5, num_classes, batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
+                       nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img, **heads_args)
+    return RFCN(backbone, rpn, heads, transform)
 
 
 @register_arch("rfcn")
@@ -387,18 +493,32 @@ def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mappin
     81). ``image_mean`` / ``image_std`` are on torchvision's [0, 1] scale (default: the reference's
     ``255 * x - PIXEL_MEANS``). Remaining arguments as torchvision's ``FasterRCNN``; ``ohem_rois`` RoIs
     per image carry the head loss (None: no OHEM)."""
-    mean = list(image_mean) if image_mean is not None else [m / 255.0 for m in PIXEL_MEANS_RGB]
-    std = list(image_std) if image_std is not None else [1.0 / 255.0] * 3
-    transform = GeneralizedRCNNTransform(min_size, max_size, mean, std, size_divisible=size_divisible)
-    backbone = RFCNBackbone(depth, trainable_layers, dcn=dcn, deform_groups=deform_groups)
-    c4, c5 = backbone.channels
-    anchors = DeviceAnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),))
-    rpn = _C4RegionProposalNetwork(
-        anchors, RFCNRPNHead(c4, anchors.num_anchors_per_location()[0]), 0.7, 0.3, rpn_batch_size_per_image, 0.5,
-        {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
-        {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test}, rpn_nms_thresh)
-    heads = RFCNRoIHeads(c5, num_classes, class_agnostic=class_agnostic, lsdfn=lsdfn, deform_psroi=deform_psroi,
-                         ohem_rois=ohem_rois,
-                         batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
-                         nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
-    return RFCN(backbone, rpn, heads, transform)
+    heads = {"class_agnostic": class_agnostic, "lsdfn": lsdfn, "deform_psroi": deform_psroi, "ohem_rois": ohem_rois}
+    return _detector(RFCNRoIHeads, heads, **_common(locals()))
+
+
+@register_arch("couplenet")
+def couplenet(*, depth: int = 101, num_classes: int = VOC_NUM_CLASSES, lsdfn: Mapping[str, Any] | None = None,
+              global_channels: int = 1024, class_agnostic: bool = True, trainable_layers: int = 3,
+              min_size: int = 600, max_size: int = 1000, image_mean: Sequence[float] | None = None,
+              image_std: Sequence[float] | None = None, size_divisible: int = 1,
+              anchor_sizes: Sequence[int] = (128, 256, 512), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+              rpn_pre_nms_top_n_train: int = 6000, rpn_pre_nms_top_n_test: int = 6000,
+              rpn_post_nms_top_n_train: int = 300, rpn_post_nms_top_n_test: int = 300, rpn_nms_thresh: float = 0.7,
+              rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 300, ohem_rois: int | None = 128,
+              box_score_thresh: float = 1e-3, box_nms_thresh: float = 0.3, box_detections_per_img: int = 100) -> RFCN:
+    """CoupleNet (the authors' released VOC layout: R-FCN local branch + global RoI branch, see the module
+    docstring) with random init. Defaults are the VOC model's: 21 classes, 9 anchors (sizes 128, 256, 512),
+    py-R-FCN's pixel means (``image_mean`` None). ``lsdfn`` adds the LS-DFN branch on res5 as :func:`rfcn`;
+    ``global_channels``: width of ``conv_pool5`` / ``conv_pool5_1``. Other arguments as :func:`rfcn`."""
+    heads = {"class_agnostic": class_agnostic, "lsdfn": lsdfn, "ohem_rois": ohem_rois,
+             "global_channels": global_channels}
+    return _detector(CoupleNetRoIHeads, heads, dcn=False, deform_groups=4, default_mean=CAFFE_PIXEL_MEANS_RGB,
+                     **_common(locals()))
+
+
+def _common(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments :func:`_detector` takes directly: a constructor's ``locals()`` without the
+    head's arguments (and the ``heads`` dict built from them)."""
+    skip = {"heads", "lsdfn", "deform_psroi", "class_agnostic", "ohem_rois", "global_channels"}
+    return {k: v for k, v in args.items() if k not in skip}
