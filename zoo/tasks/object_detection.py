@@ -261,7 +261,7 @@ OBJECT_DETECTION = Task(
     usage=(
         "images = read_image(\"image.jpg\").unsqueeze(0)   # uint8, B x 3 x H x W\n"
         "dets = model.postprocess(model(model.transforms(images)), images.shape[-2:])\n"
-        "# per image: boxes, scores, labels (COCO ids)[, masks] at the input size"
+        "# per image: boxes, scores, labels (model.categories[label] names them)[, masks] at the input size"
     ),
     transforms={"detection": DetectionTransforms},
     postprocess={"detection": DetectionPostprocess},
