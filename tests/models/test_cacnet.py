@@ -78,3 +78,19 @@ def test_export_cacnet():
     prog = torch.export.export(m, (x,))
     with torch.no_grad():
         assert torch.allclose(prog.module()(x), m(x), atol=1e-4)
+
+
+def test_plain_twin_is_the_same_network_without_the_cac_module():
+    """``context=False`` (the -small entry's plain twin): identity in place of the CaC module, every other
+    tensor the same name and shape; ``width`` scales the backbone."""
+    with torch.device("meta"):
+        small = cacnet(backbone="resnet50", width=0.25, channels=128, num_classes=7)
+        plain = cacnet(backbone="resnet50", width=0.25, channels=128, num_classes=7, context=False)
+    assert isinstance(small.decode_head.cac, ContextAdaptiveConv) and isinstance(plain.decode_head.cac, nn.Identity)
+    ours = {k: v.shape for k, v in small.state_dict().items()}
+    theirs = {k: v.shape for k, v in plain.state_dict().items()}
+    assert {k: s for k, s in ours.items() if not k.startswith("decode_head.cac.")} == theirs
+    assert small.backbone.layer4[-1].conv3.out_channels == 512  # 2048 * 0.25
+    torch.manual_seed(0)
+    net = cacnet(backbone="resnet50", width=0.25, channels=128, num_classes=7, context=False).eval()
+    assert net(torch.randn(2, 3, 40, 56)).shape == (2, 7, 5, 7)

@@ -71,20 +71,26 @@ def cacnet(
     dropout: float = 0.1,
     aux: bool = True,
     norm: NormSpec = "bn",
+    width: float = 1.0,
+    context: bool = True,
 ) -> CaCNet:
     """CaC-Net on a dilated torchvision-layout ResNet (``backbone`` "resnet50" / "resnet101" / ...).
 
     CaC options (``kernel_size``, ``dilations``, ``heads``, ``separate_kernels``, ``fusion``,
-    ``global_pool``) as :class:`zoo.ops.cac.ContextAdaptiveConv`.
+    ``global_pool``) as :class:`zoo.ops.cac.ContextAdaptiveConv`. ``width`` scales the ResNet's channels
+    (the ``-small`` entries). ``context=False`` is the plain twin: the CaC module replaced by the identity,
+    the same reduce / bottleneck head and backbone otherwise (same keys but ``decode_head.cac.*``).
     """
     depth = resnet_depth(backbone, kinds=("bottleneck",))
     if output_stride not in (8, 16):
         raise ValueError(f"CaC-Net output_stride must be 8 or 16, got {output_stride}")
     norm_layer = make_norm(norm)
     body = resnet(depth=depth, output_stride=output_stride, norm=norm, features_only=True,
-                  out_indices=(3, 4) if aux else (4,))
+                  out_indices=(3, 4) if aux else (4,), width=width)
     c3, c4 = body.feature_channels[3], body.feature_channels[4]
     head = CaCHead(c4, channels, num_classes, dropout, norm_layer, kernel_size=kernel_size, dilations=dilations,
                    heads=heads, separate_kernels=separate_kernels, fusion=fusion, global_pool=global_pool)
+    if not context:
+        head.cac = nn.Identity()
     aux_head = FCNHead(c3, 256, num_classes, dropout, norm_layer) if aux else None
     return CaCNet(body, head, aux_head)
