@@ -295,11 +295,11 @@ def fcos_targets(locations: Sequence[Tensor], strides: Sequence[int], boxes: Ten
     xs, ys = loc[:, 0:1], loc[:, 1:2]
     ltrb = torch.stack([xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2)  # (P, G, 4)
     if center_sample:
-        if masks is not None:
-            m = masks.to(dtype)
-            mass = m.sum((1, 2)).clamp(min=1e-6)
-            cx = (m.sum(1) * torch.arange(m.shape[2], dtype=dtype, device=m.device)).sum(1) / mass
-            cy = (m.sum(2) * torch.arange(m.shape[1], dtype=dtype, device=m.device)).sum(1) / mass
+        if masks is not None:   # column and row sums, no float copy of the (G, H, W) masks
+            cols, rows = masks.sum(1).to(dtype), masks.sum(2).to(dtype)
+            mass = cols.sum(1).clamp(min=1e-6)
+            cx = (cols * torch.arange(cols.shape[1], dtype=dtype, device=cols.device)).sum(1) / mass
+            cy = (rows * torch.arange(rows.shape[1], dtype=dtype, device=rows.device)).sum(1) / mass
         else:
             cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
         reach = stride[:, None] * radius                                                         # (P, 1)
