@@ -72,7 +72,7 @@ aim-uofa/AdelaiDet@36721221eb572256206e60df6e9095ed00b2e08c):
   [256, 512], [512, 1e8] (``SIZES_OF_INTEREST``, both ends inclusive); of several, the smallest box area
   wins (the first in target order among equal areas); no candidate = background (class
   ``num_classes``). Regression targets (l, t, r, b) are divided by the level stride (the head predicts
-  distances in stride units, ``NORM_REG_TARGETS``); centre-ness target
+  distances in stride units; AdelaiDet's ``_get_ground_truth`` always divides); centre-ness target
   sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)).
 - ``loss_fcos_cls``: sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``, alpha 0.25, gamma 2,
   the formula of fvcore's ``sigmoid_focal_loss_jit``) summed over all locations and classes, divided by
@@ -86,9 +86,9 @@ aim-uofa/AdelaiDet@36721221eb572256206e60df6e9095ed00b2e08c):
   max(number of positives, 1).
 - ``loss_mask``: the positives are the instances of the mask head; with more than ``max_proposals``
   (500, ``Base-CondInst.yaml``'s ``MAX_PROPOSALS``) a random ``max_proposals`` of them are kept
-  (``torch.randperm``), or with ``topk_proposals_per_im`` >= 0 (default -1 = off; ``max_proposals`` must then be -1) each
-  image keeps, per ground truth, the ``int(k / number of its ground truths)`` (at least 1) positives
-  with the highest max-class-probability x centre-ness. Each kept one runs the dynamic mask head
+  (``torch.randperm``), or with ``topk_proposals_per_im`` = k >= 0 (default -1 = off; ``max_proposals``
+  must then be -1) each image keeps, per ground truth, the ``int(k / number of its ground truths)`` (at
+  least 1) positives with the highest max-class-probability x centre-ness. Each kept one runs the dynamic mask head
   (mask logits at ``mask_out_stride`` 4) against its ground-truth mask sampled at ``[2::4, 2::4]`` of the
   padded input (``add_bitmasks``); dice loss 1 - 2 sum(p g) / (sum(p^2) + sum(g^2) + 1e-5) per
   instance, averaged (:func:`dice_loss`). No positive: 0 connected to the mask features and parameters.
@@ -439,7 +439,8 @@ class CondInst(nn.Module):
         return self._add_masks(dets, mask_feats, image_list.tensors.shape[-2:], image_list.image_sizes,
                                original_sizes)
 
-    def _checked_targets(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    def _checked_targets(self, images: Sequence[Tensor],
+                         targets: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """The targets with ``labels`` mapped to class indices 0..num_classes-1 and ``masks`` as uint8."""
         if len(targets) != len(images):
             raise InputError(f"got {len(targets)} targets for {len(images)} images")
@@ -458,7 +459,8 @@ class CondInst(nn.Module):
                 unknown = sorted(set(labels[~match.any(1).to(labels.device)].tolist()))
                 raise InputError(f"targets[{i}]['labels'] has {unknown}, not among the model's label ids "
                                  f"({self.label_ids[0]}..{self.label_ids[-1]})")
-            out.append({"boxes": target["boxes"].to(image.dtype), "labels": match.to(torch.int64).argmax(1).to(labels.device),
+            classes = match.to(torch.int64).argmax(1).to(labels.device)
+            out.append({"boxes": target["boxes"].to(image.dtype), "labels": classes,
                         "masks": target["masks"].to(torch.uint8)})
         return out
 
@@ -471,7 +473,8 @@ class CondInst(nn.Module):
         mask_feats = self.mask_branch(features[:3])
         locations = [compute_locations(f.shape[-2], f.shape[-1], s, device=f.device)
                      for f, s in zip(logits, self.fpn_strides)]
-        levels = torch.cat([torch.full((len(x),), i, dtype=torch.int64, device=x.device) for i, x in enumerate(locations)])
+        levels = torch.cat([torch.full((len(x),), i, dtype=torch.int64, device=x.device)
+                            for i, x in enumerate(locations)])
         masks = [F.pad(t["masks"], (0, padded[1] - t["masks"].shape[-1], 0, padded[0] - t["masks"].shape[-2]))
                  for t in targets]
         assigned = [fcos_targets(locations, self.fpn_strides, t["boxes"], t["labels"], num_classes=self.num_classes,

@@ -49,8 +49,8 @@ class InstanceStream(PositionStream):
 
     def __init__(self, base: Dataset, seed: int, hflip: float = 0.0) -> None:
         if not hasattr(base, "instance_masks"):
-            raise InputError(f"instance segmentation training reads COCO instances (spec coco:PATH[@annotations.json]); "
-                             f"{type(base).__name__} has no instance masks")
+            raise InputError("instance segmentation training reads COCO instances (spec "
+                             f"coco:PATH[@annotations.json]); {type(base).__name__} has no instance masks")
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"hflip (--hflip) must be a probability in [0, 1], got {hflip}")
         super().__init__(base, seed, None)
