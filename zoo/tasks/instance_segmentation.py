@@ -5,7 +5,8 @@ masks), COCO evaluation (``segm`` mask AP beside ``bbox`` when the detections ca
 predict`` (the masks are drawn under the boxes); the name and the headline metric differ, and it trains.
 
 Training (``scripts/train.py --data coco:PATH[@annotations.json]``), for detectors that take targets in
-training mode and return a dict of losses, as torchvision's (CondInst, :mod:`zoo.models.condinst`):
+training mode and return a dict of losses with a ``loss_mask``, as torchvision's detectors (CondInst,
+:mod:`zoo.models.condinst`, is the one the tests train; torchvision's Mask R-CNN has the same interface):
 
 - :class:`InstanceStream`: sample position p reads image ``permutation_epoch[p mod n]`` of a
   :class:`zoo.data.CocoDetection` (the order of :class:`zoo.data.positions.PositionStream`) with its
@@ -18,8 +19,8 @@ training mode and return a dict of losses, as torchvision's (CondInst, :mod:`zoo
   image and the instances to the largest count; ``image_size`` (B, 2) and ``num_instances`` (B,) say what
   is real, so the training step gives the detector each image and target at its own size.
 - The step: ``model(transforms(images), targets)`` with targets ``{"boxes", "labels", "masks"}``, the loss
-  the sum of the returned losses (detectron2's), logged metric ``mask_dice`` = 1 - ``loss_mask`` (the mean
-  dice coefficient of the instances the mask head trained on).
+  the sum of the returned losses (detectron2's and torchvision's), logged metric ``loss_mask`` (CondInst's
+  dice loss, 1 - the mean dice coefficient of the instances its mask head trained on).
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def _training_step(model: nn.Module, batch: Mapping[str, Tensor], run: TrainingR
     images, targets = batch_targets(batch)
     losses = model(run.transforms(images), targets)
     loss = sum(losses.values())
-    return loss, (1 - losses["loss_mask"]).detach()
+    return loss, losses["loss_mask"].detach()
 
 
 INSTANCE_SEGMENTATION = dataclasses.replace(
@@ -120,5 +121,5 @@ INSTANCE_SEGMENTATION = dataclasses.replace(
     name=MASKS_TASK,
     headline_metrics=("mask AP", "mask_ap", "AP"),
     metrics=("bbox", "segm", "detections"),
-    training=Training(step=_training_step, metric="mask_dice", stream=_stream, collate=collate_instances),
+    training=Training(step=_training_step, metric="loss_mask", stream=_stream, collate=collate_instances),
 )
