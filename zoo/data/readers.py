@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -320,17 +321,20 @@ class CocoDetection(Dataset):
             with Image.open(self.image_dir / info["file_name"]) as im:
                 w, h = im.size
         masks = torch.zeros(len(self._anns[int(info["id"])]), h, w, dtype=torch.bool)
-        for k, ann in enumerate(self._anns[int(info["id"])]):
-            seg = ann.get("segmentation")
-            if not seg:
-                continue
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, h, w)
-            else:
-                rle = seg
-            masks[k] = torch.from_numpy(mask_utils.decode(rle).astype(bool))
+        with warnings.catch_warnings():  # pycocotools' decoder under numpy 2: one harmless warning per mask
+            warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                    category=DeprecationWarning)
+            for k, ann in enumerate(self._anns[int(info["id"])]):
+                seg = ann.get("segmentation")
+                if not seg:
+                    continue
+                if isinstance(seg, list):
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+                elif isinstance(seg.get("counts"), list):
+                    rle = mask_utils.frPyObjects(seg, h, w)
+                else:
+                    rle = seg
+                masks[k] = torch.from_numpy(mask_utils.decode(rle).astype(bool))
         return masks
 
     def __len__(self) -> int:
