@@ -6,6 +6,7 @@ test_condinst.py (inference) so that each file stays under ~30 s."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,11 @@ from zoo.models.condinst import (FPN_STRIDES, centerness_targets, condinst, dice
                                  fcos_targets)
 from zoo.ops.dynamic_mask_head import aligned_bilinear, compute_locations, dynamic_mask_head_reference
 
+ROOT = Path(__file__).resolve().parents[2]
+#: condinst-small's recorded overfit recipe (its card quotes it; the data is ../shared/realdata's 8 COCO images)
+OVERFIT_RECIPE = ("--model condinst-small --steps 200 --batch-size 8 --optimizer adamw --lr 1e-3 --weight-decay 1e-4 "
+                  "--schedule poly --warmup 30 --max-grad-norm 10 --seed 0 --threads 1")
+OVERFIT_DATA = "coco:{realdata}/coco128_subset@instances_subset8.json"
 TINY = dict(depth=18, width=0.25, norm="bn", trainable_layers=5, fpn_channels=32, head_convs=1,
             mask_branch_channels=16, mask_branch_convs=1, num_classes=3, min_size=128, max_size=160)
 
@@ -142,7 +148,7 @@ def test_target_assignment_mask_centre_ties_and_options():
     assert plain.view(4, 4)[:2, :3].tolist() == [[0] * 3] * 2 and int((plain == 0).sum()) == 6
 
 
-# ------------------------------------------------------------------------------------------- 2. against AdelaiDet's formulas
+# ---------------------------------------------------------------------------------- 2. against AdelaiDet's formulas
 def test_targets_match_adelaidet_on_a_built_case():
     """A 256 x 320 input on P3-P7 with AdelaiDet's sizes of interest and radius: 12 random boxes with
     random masks inside them (centre of mass off the box centre), some nested, some of equal area."""
@@ -175,12 +181,13 @@ def test_losses_match_adelaidet_on_a_built_case():
     logits, ctr = torch.randn(m, c, dtype=torch.float64) * 2, torch.randn(m, dtype=torch.float64)
     reg_pred = torch.rand(m, 4, dtype=torch.float64) * 6
     out = fcos_losses(logits, reg_pred, ctr, labels, reg_targets)
-    expected = oracle.fcos_losses(logits.tolist(), reg_pred.tolist(), ctr.tolist(), labels.tolist(), reg_targets.tolist())
+    expected = oracle.fcos_losses(logits.tolist(), reg_pred.tolist(), ctr.tolist(), labels.tolist(),
+                                  reg_targets.tolist())
     for key, value in expected.items():
         assert out[key].item() == pytest.approx(value, rel=1e-9), key
     p, g = torch.rand(7, 5, 6, dtype=torch.float64), torch.rand(7, 5, 6) < 0.4
-    torch.testing.assert_close(dice_loss(p, g), torch.tensor([oracle.dice(a.flatten().tolist(), b.flatten().float().tolist())
-                                                               for a, b in zip(p, g)], dtype=torch.float64))
+    expected_dice = [oracle.dice(a.flatten().tolist(), b.flatten().float().tolist()) for a, b in zip(p, g)]
+    torch.testing.assert_close(dice_loss(p, g), torch.tensor(expected_dice, dtype=torch.float64))
 
 
 def test_no_positive_normalises_by_one():
@@ -240,14 +247,15 @@ def test_model_losses_match_the_oracle_end_to_end():
     assert losses["loss_mask"].item() == pytest.approx(sum(dices) / len(dices), rel=1e-4)
 
 
-# ------------------------------------------------------------------------------------------- 3. sampling, gradients, errors
+# ---------------------------------------------------------------------------------- 3. sampling, gradients, errors
 def test_max_proposals_keeps_a_random_subset():
     model = tiny_model(max_proposals=5)
     pos, gts = torch.arange(10, 30), torch.arange(20) % 4
     torch.manual_seed(0)
     kept = model._sample_positives(pos, gts, torch.zeros(20, 3), torch.zeros(20), 1, 100)
     assert len(kept) == 5 and len(set(kept.tolist())) == 5 and set(kept.tolist()) <= set(pos.tolist())
-    assert model._sample_positives(pos[:4], gts[:4], torch.zeros(4, 3), torch.zeros(4), 1, 100).tolist() == [10, 11, 12, 13]
+    few = model._sample_positives(pos[:4], gts[:4], torch.zeros(4, 3), torch.zeros(4), 1, 100)
+    assert few.tolist() == [10, 11, 12, 13]
 
 
 def test_topk_proposals_per_image_and_ground_truth():
@@ -335,3 +343,23 @@ def test_normalisers_are_averaged_over_processes():
     out = mp.Manager().dict()
     mp.start_processes(_ranks_normaliser, args=(2, port, out), nprocs=2, start_method="fork")
     assert dict(out) == {0: 4.0, 1: 4.0}
+
+
+# ------------------------------------------------------------------------------------------- 4. overfit check (slow)
+@pytest.mark.slow
+def test_condinst_small_overfits_eight_coco_images(realdata, tmp_path):
+    """Overfit check, train = test (not a measure of generalisation): condinst-small from random
+    initialisation, trained by scripts/train.py with the recipe its card records on the 8 images of
+    coco128_subset (109 instances, 21 categories), reaches mask AP >= 0.5 on those same 8 images with zoo's
+    COCO evaluator (scripts/evaluate.py). Takes about half an hour on one busy CPU core."""
+    from zoo.evaluation import main as evaluate_main
+    from zoo.training import main as train_main
+
+    card = (ROOT / "model_cards" / "condinst-small.md").read_text(encoding="utf-8")
+    recorded = OVERFIT_DATA.format(realdata="../shared/realdata")
+    assert f"python scripts/train.py {OVERFIT_RECIPE} --data {recorded} --out" in card
+    data = OVERFIT_DATA.format(realdata=realdata)
+    train_main([*OVERFIT_RECIPE.split(), "--data", data, "--out", str(tmp_path / "run"), "--no-progress"])
+    result = evaluate_main(["--model", "condinst-small", "--checkpoint", str(tmp_path / "run" / "model.safetensors"),
+                            "--data", data, "--threads", "1"])
+    assert result["images"] == 8 and result["segm"]["ap"] >= 0.5, result["segm"]
