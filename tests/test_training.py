@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from zoo.errors import WeightsError
+from zoo.errors import InputError, WeightsError
 from zoo.training import (ClassificationStream, FlowStream, TrainConfig, average_checkpoints, multiscale_epe_loss,
                           recompute_batchnorm, segmentation_loss, train, training_transforms)
 
@@ -471,3 +471,59 @@ def test_median_frequency_weights_by_hand_and_in_the_loss():
     logits, label = torch.randn(2, 4, 2, 2), torch.stack(labels)
     torch.testing.assert_close(segmentation_loss(logits, label, weight=w),
                                F.cross_entropy(logits, label, weight=w, ignore_index=255))
+
+
+# ------------------------------------------------------------------------------------------- instance segmentation
+CONDINST_TINY = {"depth": 18, "width": 0.25, "norm": "bn", "trainable_layers": 5, "fpn_channels": 32,
+                 "head_convs": 1, "mask_branch_channels": 16, "mask_branch_convs": 1, "min_size": 64,
+                 "max_size": 96}
+
+
+def test_instance_stream_drops_crowds_and_flips_consistently(tmp_path):
+    """The crowd region is dropped; a flipped sample's boxes are the boxes of its flipped masks; the flip
+    draw is a function of (seed, p); collate pads and batch_targets gives each image and target back."""
+    pytest.importorskip("pycocotools")
+    from support.coco_folder import write_coco
+    from zoo.data import CocoDetection
+    from zoo.tasks.instance_segmentation import InstanceStream, batch_targets, collate_instances
+
+    base = CocoDetection(write_coco(tmp_path / "coco"))
+    plain, flipping = InstanceStream(base, seed=3), InstanceStream(base, seed=3, hflip=1.0)
+    p = next(p for p in range(4) if plain.index(p) == 0)                  # the 60 x 80 image with a crowd
+    s, f = plain[p], flipping[p]
+    assert s["labels"].tolist() == [1, 18] and s["masks"].shape == (2, 60, 80)
+    assert torch.equal(f["image"], s["image"].flip(-1)) and torch.equal(f["masks"], s["masks"].flip(-1))
+    ys, xs = f["masks"][0].nonzero().unbind(1)
+    torch.testing.assert_close(f["boxes"][0], torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float())
+    half = InstanceStream(base, seed=3, hflip=0.5)
+    draws = [bool(torch.equal(half[q]["image"], plain[q]["image"])) for q in range(16)]
+    assert draws == [bool(torch.equal(half[q]["image"], plain[q]["image"])) for q in range(16)] and 0 < sum(draws) < 16
+    batch = collate_instances([plain[q] for q in range(2)])
+    assert batch["image"].shape == (2, 3, 72, 80) and batch["masks"].shape == (2, 2, 72, 80)
+    images, targets = batch_targets(batch)
+    for q, (image, target) in enumerate(zip(images, targets)):
+        assert torch.equal(image, plain[q]["image"])
+        assert all(torch.equal(target[k], plain[q][k]) for k in ("boxes", "labels", "masks"))
+    with pytest.raises(InputError, match="COCO instances"):
+        InstanceStream([{"image": torch.zeros(3, 4, 4)}], seed=0)
+
+
+def test_condinst_trains_on_coco_and_resumes_exactly(tmp_path):
+    """scripts/train.py's loop on a COCO folder: the losses of the tiny CondInst, loss_mask logged, and N
+    straight steps == N/2 + resume + N/2 (the random min-size choice and instance sampling draw from the
+    checkpointed RNG)."""
+    pytest.importorskip("pycocotools")
+    from support.coco_folder import write_coco
+
+    torch.set_num_threads(1)
+    data = f"coco:{write_coco(tmp_path / 'coco')}"
+    cfg = lambda out, steps: TrainConfig(model="condinst-r50", out=str(tmp_path / out), data=data,  # noqa: E731
+                                         arch_overrides={**CONDINST_TINY, "max_proposals": 6}, batch_size=2,
+                                         steps=steps, lr=1e-3, hflip=0.5, log_every=1, checkpoint_every=2)
+    record = train(cfg("straight", 4), progress=False)
+    assert record["step"] == 4 and 0 <= record["loss_mask"] <= 1 and record["loss"] > record["loss_mask"]
+    train(cfg("resumed", 2), progress=False)
+    train(cfg("resumed", 4), progress=False)
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

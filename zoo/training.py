@@ -6,8 +6,9 @@ registry weights or a checkpoint), then ``.train()``; no model is defined here. 
 is its :class:`zoo.tasks.Training` (``zoo.tasks.<task>``): the step (loss and logged metric), the network
 input, the data stream (augmentation) and whether the transforms keep their ``resize``. Trained tasks:
 optical flow (FlowNet's multi-scale EPE, :mod:`zoo.tasks.optical_flow`), semantic segmentation
-(cross-entropy, :mod:`zoo.tasks.semantic_segmentation`) and image classification (cross-entropy,
-:mod:`zoo.tasks.image_classification`). The loop (:func:`train`) asks the task for its step and the
+(cross-entropy, :mod:`zoo.tasks.semantic_segmentation`), image classification (cross-entropy,
+:mod:`zoo.tasks.image_classification`) and instance segmentation (the detector's own losses, CondInst's
+FCOS and dice losses, on COCO instances, :mod:`zoo.tasks.instance_segmentation`). The loop (:func:`train`) asks the task for its step and the
 :class:`zoo.checkpoints.Checkpointer` for saving and resuming.
 
 Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
@@ -62,7 +63,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.io import write_atomic
 from zoo.checkpoints import Checkpointer, save_weights, warm_start
-from zoo.data.positions import PositionStream, StepBatchSampler, collate
+from zoo.data.positions import PositionStream, StepBatchSampler
 from zoo.distributed import rank_and_world
 from zoo.evaluation import evaluate, load_model
 from zoo.factory import parse_overrides
@@ -123,13 +124,14 @@ class TrainConfig:
     dump_replicas: bool = False
     augment_shift: int = 0
     photometric: float = 0.0
+    hflip: float = 0.0
     temperature_anneal: int = 0
     temperature_start: float = 30.0
     class_weights: str = "none"
 
     # fields that must match when resuming (steps, time limit, logging... may change)
     RESUME_KEYS = ("model", "data", "arch_overrides", "num_classes", "batch_size", "size", "optimizer",
-                   "seed", "textures", "flow_reduction", "photometric", "class_weights")
+                   "seed", "textures", "flow_reduction", "photometric", "class_weights", "hflip")
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -216,7 +218,7 @@ def recompute_batchnorm(model: nn.Module, data: str, *, batches: int = 100, batc
 
     def inputs():
         for b in range(batches):
-            batch = collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
+            batch = training.collate(stream.__getitems__(range(b * batch_size, (b + 1) * batch_size)))
             yield training.network_input(transforms, {k: v.to(device) for k, v in batch.items()})
 
     torch.optim.swa_utils.update_bn(inputs(), model)
@@ -316,7 +318,7 @@ def _prepare(cfg: TrainConfig) -> _Session:
     base = dataset_from_spec(cfg.data, size=tuple(cfg.size), seed=cfg.seed, split="train", textures=cfg.textures)
     stream = training.stream(base, cfg.seed, tuple(cfg.size), _config_dict(cfg))
     loader = DataLoader(stream, batch_sampler=StepBatchSampler(start, cfg.steps, cfg.batch_size, rank, world),
-                        num_workers=cfg.workers, collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
+                        num_workers=cfg.workers, collate_fn=training.collate, generator=torch.Generator().manual_seed(cfg.seed))
     run = TrainingRun(network=model, transforms=transforms, postprocess=model.postprocess, options=_config_dict(cfg),
                       class_weight=_class_weight(cfg, training, stream, model, out, rank))
     eval_set = None
@@ -423,9 +425,10 @@ def _progress_bar(cfg: TrainConfig, start: int) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
-        prog="train.py", description="Train a zoo registry model (optical flow, segmentation or classification).",
+        prog="train.py", description="Train a zoo registry model (optical flow, segmentation, classification or "
+                                     "instance segmentation).",
         epilog="Data specs: flying-shapes[:N][?KEY=VALUE&...], shapes[:N], shapes-flat[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
-               "digits[@train], imagefolder:PATH. "
+               "digits[@train], imagefolder:PATH, coco:PATH[@annotations.json]. "
                "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
                "Re-running with the same --out resumes from its newest checkpoint.")
     p.add_argument("--model", required=True, help="registry name, e.g. flownets")
@@ -470,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-replicas", action="store_true", help="also write replica-RANK.safetensors (DDP checks)")
     p.add_argument("--photometric", type=float, default=d.photometric, metavar="STRENGTH",
                    help="optical flow: FlowNet's photometric jitter scaled by STRENGTH in [0, 1] (0 = off)")
+    p.add_argument("--hflip", type=float, default=d.hflip, metavar="PROBABILITY",
+                   help="instance segmentation: flip image, boxes and masks left-right with this probability "
+                        "(AdelaiDet: 0.5)")
     p.add_argument("--augment-shift", type=int, default=d.augment_shift,
                    help="classification: random translation of up to +-N pixels (zero padding)")
     p.add_argument("--temperature-anneal", type=int, default=d.temperature_anneal, metavar="STEPS",

@@ -2,6 +2,8 @@
 (RGB-D SOD and ImageFolder: tests/test_evaluation_saliency.py, tests/test_evaluation_classification.py)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -182,6 +184,37 @@ def test_coco_real(realdata):
         dataset_from_spec(f"coco:{root}@instances_train2017_coco128_full.json")
     full = CocoDetection(root, "instances_train2017_coco128_full.json", skip_missing=True)
     assert full.image_ids == ds.image_ids
+
+
+def test_coco_instance_masks_polygons_and_rle(tmp_path):
+    """Polygons, uncompressed and compressed RLE and a crowd region decode to the pixel blocks they were
+    written from, as pycocotools' own COCO.annToMask decodes them."""
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+
+    from support.coco_folder import IMAGES, write_coco
+
+    ds = CocoDetection(write_coco(tmp_path / "coco"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        api = COCO(str(ds.annotation_file))
+    for index, (image_id, h, w, objects) in enumerate(IMAGES):
+        masks = ds.instance_masks(index)
+        assert masks.shape == (len(objects), h, w) and masks.dtype == torch.bool
+        for mask, ann, (_, x1, y1, x2, y2, _, _) in zip(masks, ds.annotations_of(image_id), objects):
+            block = torch.zeros(h, w, dtype=torch.bool)
+            block[y1:y2, x1:x2] = True
+            assert torch.equal(mask, block)
+            assert torch.equal(mask, torch.from_numpy(api.annToMask(ann)).bool())
+
+
+def test_coco_instance_masks_real(realdata):
+    pytest.importorskip("pycocotools")
+    ds = dataset_from_spec(f"coco:{realdata / 'coco128_subset'}@instances_subset8.json")
+    masks = ds.instance_masks(0)
+    anns = ds.annotations_of(ds.image_ids[0])
+    assert masks.shape == (len(anns), *ds[0]["image"].shape[-2:])
+    for mask, ann in zip(masks, anns):   # COCO's area is the polygon's pixel count (to rounding)
+        assert abs(int(mask.sum()) - ann["area"]) <= 0.05 * ann["area"] + 20
 
 
 def test_rgbd_sod_real(realdata):

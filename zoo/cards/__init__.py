@@ -153,8 +153,8 @@ def _weights_where(info: ModelInfo, w: Weights, this_release: str | None) -> str
 
 def _weights_section(info: ModelInfo, this_release: str | None = None) -> str:
     if not info.weights:
-        return ("No weights are published for this model anywhere: nobody released any and this project has not\n"
-                "trained it, so `pretrained=True` raises an error naming the nearest entry with weights. Build it\n"
+        return ("No weights are published for this model anywhere: nobody released any and this project publishes\n"
+                "none, so `pretrained=True` raises an error naming the nearest entry with weights. Build it\n"
                 "with random initialisation, load your own file with `checkpoint=`, or convert an official\n"
                 "checkpoint with `zoo convert`.")
     items = []

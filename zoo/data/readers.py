@@ -19,7 +19,8 @@ finite); labels are (H, W) int64 with 255 = ignore. Each sample also carries ``"
 - :class:`CocoDetection`: a COCO-layout folder, ``annotations/instances_<split>.json`` (the official
   instance format) and the images under ``images/<split>/``, ``<split>/``, ``images/`` or the root.
   Samples carry the image and its boxes (x1y1x2y2 pixels, from COCO's xywh), category ids and crowd
-  flags; masks are not decoded here (polygons need pycocotools, which :mod:`zoo.evaluation` uses).
+  flags; :meth:`CocoDetection.instance_masks` decodes an image's instance masks (polygons and RLE, with
+  pycocotools, as ``COCO.annToMask``) for training instance segmentation.
 - :class:`RGBDSaliency`: RGB-D salient object detection benchmarks (SSD, NJU2K, NLPR, STERE, ... as
   released with D3Net / HDFNet): ``RGB/`` (or ``Image/``) ``<id>.jpg``, ``depth/`` (or ``Depth/``)
   ``<id>.png`` (8-bit, or 16-bit scaled by 1/65535) and ``GT/`` (or ``Mask/``) ``<id>.png`` binarised
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -298,6 +300,42 @@ class CocoDetection(Dataset):
     def annotations_of(self, image_id: int) -> list[dict]:
         """The raw COCO annotation dicts of ``image_id`` (as in the json)."""
         return self._anns[int(image_id)]
+
+    def instance_masks(self, index: int) -> torch.Tensor:
+        """The masks of sample ``index``'s annotations, in the order of its ``boxes``: (N, H, W) bool.
+
+        Polygons (a list of ``[x1, y1, x2, y2, ...]``), uncompressed RLE (``counts`` a list) and compressed
+        RLE are decoded with ``pycocotools.mask`` exactly as ``COCO.annToRLE`` / ``annToMask`` do (the
+        polygons of one annotation merged). Needs pycocotools (``pip install pycocotools``).
+        """
+        try:
+            from pycocotools import mask as mask_utils
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("COCO instance masks need pycocotools: pip install pycocotools") from e
+        info = self.infos[index]
+        if "height" in info and "width" in info:
+            h, w = int(info["height"]), int(info["width"])
+        else:
+            from PIL import Image
+
+            with Image.open(self.image_dir / info["file_name"]) as im:
+                w, h = im.size
+        masks = torch.zeros(len(self._anns[int(info["id"])]), h, w, dtype=torch.bool)
+        with warnings.catch_warnings():  # pycocotools' decoder under numpy 2: one harmless warning per mask
+            warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                    category=DeprecationWarning)
+            for k, ann in enumerate(self._anns[int(info["id"])]):
+                seg = ann.get("segmentation")
+                if not seg:
+                    continue
+                if isinstance(seg, list):
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+                elif isinstance(seg.get("counts"), list):
+                    rle = mask_utils.frPyObjects(seg, h, w)
+                else:
+                    rle = seg
+                masks[k] = torch.from_numpy(mask_utils.decode(rle).astype(bool))
+        return masks
 
     def __len__(self) -> int:
         return len(self.infos)

@@ -54,8 +54,62 @@ Interpretation choices:
   ``image_mean`` / ``image_std`` (on [0, 1] pixels) override either.
 - Resizing uses ``F.interpolate`` on float images (torchvision) instead of PIL / OpenCV on uint8
   (detectron2 / mmdet); the top-100 cut keeps exactly 100 (AdelaiDet's ``kthvalue`` keeps ties).
-- Training losses (FCOS targets with centre sampling, focal / GIoU / centre-ness losses, dice mask
-  loss) are not implemented: training mode raises ``NotImplementedError``.
+
+Training (``model.train()``; ``model(images, targets)`` returns a dict of losses, as torchvision's detectors):
+``targets`` is one dict per image, ``"boxes"`` (N, 4) x1y1x2y2 input pixels, ``"labels"`` (N,) int64 in the
+output label space (COCO category ids for the 80-class model, ``label_ids``), ``"masks"`` (N, H, W) bool or
+0/1 at the image's size. ``GeneralizedRCNNTransform`` resizes images, boxes and masks (nearest) as in
+eval, the masks are zero-padded to the padded batch. The losses and their defaults are AdelaiDet's
+(``adet/modeling/fcos/fcos_outputs.py``, ``adet/modeling/condinst/condinst.py`` and
+``dynamic_mask_head.py``, ``adet/config/defaults.py``, ``configs/CondInst/Base-CondInst.yaml``, all at
+aim-uofa/AdelaiDet@36721221eb572256206e60df6e9095ed00b2e08c):
+
+- FCOS targets (:func:`fcos_targets`, per image over the locations of P3-P7): a location may take a
+  ground truth whose *centre region* contains it strictly (``CENTER_SAMPLE=True``, ``POS_RADIUS=1.5``:
+  the box around the centre of mass of the instance's mask, pixel-index coordinates as
+  ``get_sample_region`` with ``gt_bitmasks_full``, +-1.5 level strides, clipped to the box) and whose
+  largest distance max(l, t, r, b) lies in the level's range [-1, 64], [64, 128], [128, 256],
+  [256, 512], [512, 1e8] (``SIZES_OF_INTEREST``, both ends inclusive); of several, the smallest box area
+  wins (the first in target order among equal areas); no candidate = background (class
+  ``num_classes``). Regression targets (l, t, r, b) are divided by the level stride (the head predicts
+  distances in stride units; AdelaiDet's ``_get_ground_truth`` always divides); centre-ness target
+  sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)).
+- ``loss_fcos_cls``: sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``, alpha 0.25, gamma 2,
+  the formula of fvcore's ``sigmoid_focal_loss_jit``) summed over all locations and classes, divided by
+  max(number of positives, 1) (``LOSS_NORMALIZER_CLS="fg"``).
+- ``loss_fcos_loc``: AdelaiDet's ``IOULoss("giou")`` on the (l, t, r, b) of the positives in stride units
+  (:func:`fcos_ious`: IoU = (intersection + 1) / (union + 1), GIoU = IoU - (enclosing - union) /
+  enclosing), sum of (1 - GIoU) x centre-ness target divided by the sum of the centre-ness targets
+  (at least 1e-6). ``torchvision.ops.generalized_box_iou_loss`` is the same GIoU without the +1
+  smoothing, which changes it for boxes of a few strides, so the formula is written here.
+- ``loss_fcos_ctr``: binary cross-entropy with logits of the positives' centre-ness, summed, divided by
+  max(number of positives, 1).
+- ``loss_mask``: the positives are the instances of the mask head; with more than ``max_proposals``
+  (500, ``Base-CondInst.yaml``'s ``MAX_PROPOSALS``) a random ``max_proposals`` of them are kept
+  (``torch.randperm``), or with ``topk_proposals_per_im`` = k >= 0 (default -1 = off; ``max_proposals``
+  must then be -1) each image keeps, per ground truth, the ``int(k / number of its ground truths)`` (at
+  least 1) positives with the highest max-class-probability x centre-ness. Each kept one runs the dynamic mask head
+  (mask logits at ``mask_out_stride`` 4) against its ground-truth mask sampled at ``[2::4, 2::4]`` of the
+  padded input (``add_bitmasks``); dice loss 1 - 2 sum(p g) / (sum(p^2) + sum(g^2) + 1e-5) per
+  instance, averaged (:func:`dice_loss`). No positive: 0 connected to the mask features and parameters.
+  The total loss is the sum of the four (detectron2 sums the loss dict); BoxInst (``BOXINST.ENABLED``)
+  and the semantic loss (``SEMANTIC_LOSS_ON``) are off, as in the CondInst configs.
+- Normalisers across processes: AdelaiDet divides by the *mean over GPUs* of the positive count and of
+  the centre-ness sum (``reduce_mean``), so that DDP's gradient average gives global sum / global count.
+  Under an initialised ``torch.distributed`` group the same all-reduce runs here; in one process the
+  normaliser is that process's own count / sum.
+- Differences from AdelaiDet: targets are flattened image-major (AdelaiDet level-major), which only
+  changes which positives a ``max_proposals`` cut draws; ``get_sample_region``'s early exit (no positive
+  at all in an image whose first ground truth has its centre at x = 0) is not reproduced; masks are
+  resized with the image (nearest, torchvision) instead of rasterising the polygons at the new size
+  (detectron2); AdelaiDet's data augmentation (multi-scale shorter side 640-800, horizontal flip)
+  belongs to the data pipeline (:mod:`zoo.tasks.instance_segmentation`), not to the model. Crowd
+  annotations are the caller's to drop (detectron2's dataset mapper drops them).
+
+Smaller networks for training here: ``depth`` 18/34 (basic blocks), ``width`` (channel multiplier of the
+ResNet), ``norm="bn"`` (trainable BatchNorm for a backbone trained from scratch; ``"frozen_bn"`` is
+detectron2's ``FrozenBN`` for ImageNet-initialised backbones), ``fpn_channels``, ``head_convs`` (FCOS
+tower depth), ``mask_branch_channels`` and ``mask_branch_convs``.
 """
 from __future__ import annotations
 
@@ -63,11 +117,12 @@ import math
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, clip_boxes_to_image, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from zoo.archs import register_arch
@@ -77,9 +132,11 @@ from zoo.layers import freeze_stages, resnet
 from zoo.ops._checks import check_shape
 from zoo.ops.dynamic_mask_head import DynamicMaskHead, aligned_bilinear, compute_locations
 
-__all__ = ["CondInst", "FCOSHead", "MaskBranch", "Scale", "condinst", "fcos_resnet_fpn_backbone"]
+__all__ = ["CondInst", "FCOSHead", "MaskBranch", "Scale", "condinst", "fcos_resnet_fpn_backbone", "fcos_targets",
+           "fcos_ious", "centerness_targets", "dice_loss", "fcos_losses"]
 
 FPN_STRIDES = (8, 16, 32, 64, 128)
+INF = 1e8  # AdelaiDet's INF: the open upper end of the last size range, and "no candidate" in the assignment
 _STYLES = {  # style -> (stride_in_1x1, image_mean, image_std) on [0, 1] RGB pixels
     "caffe": (True, (0.485, 0.456, 0.406), (1 / 255.0,) * 3),
     "pytorch": (False, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -194,16 +251,129 @@ class MaskBranch(nn.Module):
 
 
 def fcos_resnet_fpn_backbone(*, depth: int = 50, stride_in_1x1: bool = True, trainable_layers: int = 3,
-                             out_channels: int = 256) -> BackboneWithFPN:
-    """zoo ResNet (frozen BN) + torchvision FPN on C3-C5 with P6/P7 from P5 (AdelaiDet
+                             out_channels: int = 256, norm: str = "frozen_bn", width: float = 1.0) -> BackboneWithFPN:
+    """zoo ResNet (``norm``: frozen BN by default) + torchvision FPN on C3-C5 with P6/P7 from P5 (AdelaiDet
     ``build_fcos_resnet_fpn_backbone``, ``TOP_LEVELS=2``): (B, 3, H, W) -> OrderedDict '0', '1', '2',
     'p6', 'p7' of (B, out_channels, H / s, W / s), s = 8 .. 128."""
-    body = resnet(depth=depth, norm="frozen_bn", stride_in_1x1=stride_in_1x1, features_only=True,
-                  out_indices=(2, 3, 4))
+    body = resnet(depth=depth, norm=norm, stride_in_1x1=stride_in_1x1, features_only=True, out_indices=(2, 3, 4),
+                  width=width)
     freeze_stages(body, trainable_layers)
     in_channels = list(body.feature_channels[2:])
     return BackboneWithFPN(body, {f"layer{i}": str(i - 2) for i in (2, 3, 4)}, in_channels, out_channels,
                            extra_blocks=LastLevelP6P7(out_channels, out_channels))
+
+
+# ------------------------------------------------------------------------------------------- training losses
+def fcos_targets(locations: Sequence[Tensor], strides: Sequence[int], boxes: Tensor, classes: Tensor, *,
+                 num_classes: int, sizes_of_interest: Sequence[float] = (64, 128, 256, 512),
+                 masks: Tensor | None = None, center_sample: bool = True,
+                 radius: float = 1.5) -> tuple[Tensor, Tensor, Tensor]:
+    """FCOS targets of one image (AdelaiDet ``FCOSOutputs.compute_targets_for_locations``; the rules are
+    in the module docstring).
+
+    ``locations``: per level (P_l, 2) input-pixel (x, y) (:func:`compute_locations`); ``boxes`` (G, 4)
+    x1y1x2y2; ``classes`` (G,) in [0, num_classes); ``masks`` (G, H, W) of the padded input: the centre
+    region is around their centre of mass (else around the box centre). Returns, over the P = sum P_l
+    locations level by level: class (P,) int64 (``num_classes`` = background), (l, t, r, b) (P, 4)
+    divided by the location's stride (0 on background), index of the assigned ground truth (P,) int64
+    (-1 = background).
+    """
+    loc = torch.cat(list(locations))
+    dtype = torch.promote_types(loc.dtype, torch.float32)
+    loc = loc.to(dtype)
+    counts = [len(x) for x in locations]
+    stride = torch.repeat_interleave(torch.tensor([float(s) for s in strides], dtype=dtype, device=loc.device),
+                                     torch.tensor(counts, device=loc.device))
+    p, g = loc.shape[0], boxes.shape[0]
+    if g == 0:
+        return (torch.full((p,), num_classes, dtype=torch.int64, device=loc.device), loc.new_zeros(p, 4),
+                torch.full((p,), -1, dtype=torch.int64, device=loc.device))
+    edges = [-1.0, *(float(s) for s in sizes_of_interest), INF]
+    bounds = torch.repeat_interleave(torch.tensor(list(zip(edges[:-1], edges[1:])), dtype=dtype, device=loc.device),
+                                     torch.tensor(counts, device=loc.device), dim=0)            # (P, 2)
+    boxes = boxes.to(dtype)
+    xs, ys = loc[:, 0:1], loc[:, 1:2]
+    ltrb = torch.stack([xs - boxes[:, 0], ys - boxes[:, 1], boxes[:, 2] - xs, boxes[:, 3] - ys], dim=2)  # (P, G, 4)
+    if center_sample:
+        if masks is not None:   # column and row sums, no float copy of the (G, H, W) masks
+            cols, rows = masks.sum(1).to(dtype), masks.sum(2).to(dtype)
+            mass = cols.sum(1).clamp(min=1e-6)
+            cx = (cols * torch.arange(cols.shape[1], dtype=dtype, device=cols.device)).sum(1) / mass
+            cy = (rows * torch.arange(rows.shape[1], dtype=dtype, device=rows.device)).sum(1) / mass
+        else:
+            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        reach = stride[:, None] * radius                                                         # (P, 1)
+        region = torch.stack([torch.maximum(cx - reach, boxes[:, 0]), torch.maximum(cy - reach, boxes[:, 1]),
+                              torch.minimum(cx + reach, boxes[:, 2]), torch.minimum(cy + reach, boxes[:, 3])], 2)
+        inside = torch.stack([xs - region[..., 0], ys - region[..., 1], region[..., 2] - xs,
+                              region[..., 3] - ys], 2).amin(2) > 0
+    else:
+        inside = ltrb.amin(2) > 0
+    reach_max = ltrb.amax(2)
+    in_range = (reach_max >= bounds[:, 0:1]) & (reach_max <= bounds[:, 1:2])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area = torch.where(inside & in_range, area.expand(p, g), torch.full_like(reach_max, INF))
+    best_area, gt = area.min(1)                                       # ties: the first ground truth
+    background = best_area == INF
+    labels = torch.where(background, torch.full_like(gt, num_classes), classes.to(torch.int64)[gt])
+    reg = torch.where(background[:, None], 0.0, ltrb[torch.arange(p, device=loc.device), gt] / stride[:, None])
+    return labels, reg, torch.where(background, torch.full_like(gt, -1), gt)
+
+
+def centerness_targets(reg: Tensor) -> Tensor:
+    """sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)) of (N, 4) (l, t, r, b) -> (N,)."""
+    lr, tb = reg[:, [0, 2]], reg[:, [1, 3]]
+    return torch.sqrt(lr.amin(1) / lr.amax(1) * (tb.amin(1) / tb.amax(1)))
+
+
+def fcos_ious(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """AdelaiDet's ``compute_ious`` on (N, 4) (l, t, r, b) distances from one location: IoU with +1 on
+    intersection and union, and GIoU = IoU - (enclosing - union) / enclosing. Returns (iou, giou), (N,)."""
+    area_p = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
+    area_t = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
+    low, high = torch.minimum(pred, target), torch.maximum(pred, target)
+    inter = (low[:, 0] + low[:, 2]) * (low[:, 1] + low[:, 3])
+    enclosing = (high[:, 0] + high[:, 2]) * (high[:, 1] + high[:, 3])
+    union = area_p + area_t - inter
+    iou = (inter + 1.0) / (union + 1.0)
+    return iou, iou - (enclosing - union) / enclosing
+
+
+def dice_loss(scores: Tensor, targets: Tensor, eps: float = 1e-5) -> Tensor:
+    """Per-instance dice loss 1 - 2 sum(p g) / (sum(p^2) + sum(g^2) + eps) of (N, ...) probabilities and
+    targets -> (N,) (AdelaiDet's ``dice_coefficient``)."""
+    p, g = scores.flatten(1), targets.to(scores.dtype).flatten(1)
+    return 1.0 - 2 * (p * g).sum(1) / ((p * p).sum(1) + (g * g).sum(1) + eps)
+
+
+def _mean_over_processes(value: Tensor) -> float:
+    """AdelaiDet's ``reduce_mean(value).item()``: the mean over the processes of an initialised
+    ``torch.distributed`` group, else ``value`` itself."""
+    value = value.detach().double()
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return float(value)
+
+
+def fcos_losses(logits: Tensor, reg_pred: Tensor, ctr_pred: Tensor, labels: Tensor, reg_targets: Tensor, *,
+                alpha: float = 0.25, gamma: float = 2.0) -> dict[str, Tensor]:
+    """AdelaiDet's ``FCOSOutputs.fcos_losses`` (``BOX_QUALITY="ctrness"``, ``LOC_LOSS_TYPE="giou"``,
+    ``LOSS_NORMALIZER_CLS="fg"``) over M locations: ``logits`` (M, C), ``reg_pred`` (M, 4) and
+    ``reg_targets`` (M, 4) in stride units, ``ctr_pred`` (M,) logits, ``labels`` (M,) (C = background).
+    Returns ``loss_fcos_cls``, ``loss_fcos_loc``, ``loss_fcos_ctr`` (see the module docstring)."""
+    num_classes = logits.shape[1]
+    pos = labels != num_classes
+    num_pos = max(_mean_over_processes(pos.sum()), 1.0)
+    target = F.one_hot(torch.where(pos, labels, 0), num_classes).to(logits.dtype) * pos[:, None].to(logits.dtype)
+    cls = sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="sum") / num_pos
+    pred, tgt = reg_pred[pos], reg_targets[pos].to(reg_pred.dtype)
+    ctr_t = centerness_targets(tgt)
+    _, giou = fcos_ious(pred, tgt)
+    loc = ((1 - giou) * ctr_t).sum() / max(_mean_over_processes(ctr_t.sum()), 1e-6)
+    ctr = F.binary_cross_entropy_with_logits(ctr_pred[pos], ctr_t, reduction="sum") / num_pos
+    return {"loss_fcos_cls": cls, "loss_fcos_loc": loc, "loss_fcos_ctr": ctr}
 
 
 class CondInst(nn.Module):
@@ -211,43 +381,55 @@ class CondInst(nn.Module):
 
     def __init__(self, backbone: BackboneWithFPN, *, num_classes: int = 80, label_ids: Sequence[int] | None = None,
                  min_size: int = 800, max_size: int = 1333, image_mean: Sequence[float] = _STYLES["caffe"][1],
-                 image_std: Sequence[float] = _STYLES["caffe"][2], mask_branch_channels: int = 128,
-                 mask_channels: int = 8, mask_head_channels: int = 8, mask_head_layers: int = 3,
-                 mask_out_stride: int = 4, sizes_of_interest: Sequence[int] = (64, 128, 256, 512),
-                 rel_coords: bool = True, score_thresh: float = 0.05, thresh_with_ctr: bool = True,
-                 pre_nms_topk: int = 1000, nms_thresh: float = 0.6, detections_per_img: int = 100) -> None:
+                 image_std: Sequence[float] = _STYLES["caffe"][2], head_convs: int = 4, mask_branch_channels: int = 128,
+                 mask_branch_convs: int = 4, mask_channels: int = 8, mask_head_channels: int = 8,
+                 mask_head_layers: int = 3, mask_out_stride: int = 4,
+                 sizes_of_interest: Sequence[int] = (64, 128, 256, 512), rel_coords: bool = True,
+                 score_thresh: float = 0.05, thresh_with_ctr: bool = True, pre_nms_topk: int = 1000,
+                 nms_thresh: float = 0.6, detections_per_img: int = 100, center_sample: bool = True,
+                 pos_radius: float = 1.5, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                 max_proposals: int = 500, topk_proposals_per_im: int = -1) -> None:
         super().__init__()
         if label_ids is None:
             label_ids = COCO_IDS if num_classes == len(COCO_IDS) else range(1, num_classes + 1)
         self.label_ids = tuple(int(i) for i in label_ids)
         if len(self.label_ids) != num_classes:
             raise ValueError(f"label_ids has {len(self.label_ids)} entries for num_classes={num_classes}")
+        if max_proposals != -1 and topk_proposals_per_im != -1:
+            raise ValueError("max_proposals and topk_proposals_per_im cannot both be set (AdelaiDet); set one to -1")
         self.num_classes = num_classes
         self.score_thresh, self.thresh_with_ctr = float(score_thresh), bool(thresh_with_ctr)
         self.pre_nms_topk, self.nms_thresh = int(pre_nms_topk), float(nms_thresh)
         self.detections_per_img = int(detections_per_img)
+        self.sizes_of_interest = tuple(int(s) for s in sizes_of_interest)
+        self.center_sample, self.pos_radius = bool(center_sample), float(pos_radius)
+        self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
+        self.max_proposals, self.topk_proposals_per_im = int(max_proposals), int(topk_proposals_per_im)
         self.fpn_strides = FPN_STRIDES
         self.mask_feat_stride = FPN_STRIDES[0]
         self.transform = GeneralizedRCNNTransform(min_size, max_size, list(image_mean), list(image_std))
         self.backbone = backbone
         self.mask_head = DynamicMaskHead(mask_channels, mask_head_channels, mask_head_layers, mask_out_stride,
                                          sizes_of_interest, rel_coords)
-        self.head = FCOSHead(backbone.out_channels, num_classes, self.mask_head.num_gen_params,
+        self.head = FCOSHead(backbone.out_channels, num_classes, self.mask_head.num_gen_params, num_convs=head_convs,
                              num_levels=len(FPN_STRIDES))
-        self.mask_branch = MaskBranch(backbone.out_channels, mask_branch_channels, mask_channels)
+        self.mask_branch = MaskBranch(backbone.out_channels, mask_branch_channels, mask_channels,
+                                      num_convs=mask_branch_convs)
 
     def forward(self, images: Sequence[Tensor] | Tensor,
-                targets: Sequence[dict[str, Tensor]] | None = None) -> list[dict[str, Tensor]]:
-        if self.training or targets is not None:
-            raise NotImplementedError(
-                "CondInst training is not implemented in zoo (missing: FCOS target assignment with centre "
-                "sampling, focal / GIoU / centre-ness losses and the dice mask loss); call model.eval() and "
-                "use it for inference, or train with AdelaiDet / mmdetection and convert the checkpoint")
+                targets: Sequence[dict[str, Tensor]] | None = None) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        if self.training and targets is None:
+            raise InputError("CondInst in training mode takes targets (one dict of 'boxes', 'labels', 'masks' per "
+                             "image) and returns its losses; call model.eval() for detections")
+        if not self.training and targets is not None:
+            raise InputError("CondInst takes targets only in training mode (model.train())")
         if isinstance(images, Tensor):
             check_shape(images, "B,C,H,W", "images", C=3)
             images = list(images.unbind(0))
         for i, image in enumerate(images):
             check_shape(image, "C,H,W", f"images[{i}]", C=3)
+        if targets is not None:
+            return self._losses(list(images), self._checked_targets(images, targets))
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         image_list, _ = self.transform(list(images))
         features = list(self.backbone(image_list.tensors).values())
@@ -256,6 +438,97 @@ class CondInst(nn.Module):
         dets = [self._detect_single(i, logits, distances, ctrness, params) for i in range(len(images))]
         return self._add_masks(dets, mask_feats, image_list.tensors.shape[-2:], image_list.image_sizes,
                                original_sizes)
+
+    def _checked_targets(self, images: Sequence[Tensor],
+                         targets: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """The targets with ``labels`` mapped to class indices 0..num_classes-1 and ``masks`` as uint8."""
+        if len(targets) != len(images):
+            raise InputError(f"got {len(targets)} targets for {len(images)} images")
+        ids = torch.as_tensor(self.label_ids, dtype=torch.int64)
+        out = []
+        for i, (image, target) in enumerate(zip(images, targets)):
+            missing = {"boxes", "labels", "masks"} - set(target)
+            if missing:
+                raise InputError(f"targets[{i}] lacks {sorted(missing)}")
+            n = check_shape(target["boxes"], "N,xyxy", f"targets[{i}]['boxes']", xyxy=4)["N"]
+            check_shape(target["labels"], "N", f"targets[{i}]['labels']", N=n)
+            check_shape(target["masks"], "N,H,W", f"targets[{i}]['masks']", N=n, H=image.shape[-2], W=image.shape[-1])
+            labels = target["labels"].to(torch.int64)
+            match = labels.cpu()[:, None] == ids[None]
+            if not bool(match.any(1).all()):
+                unknown = sorted(set(labels[~match.any(1).to(labels.device)].tolist()))
+                raise InputError(f"targets[{i}]['labels'] has {unknown}, not among the model's label ids "
+                                 f"({self.label_ids[0]}..{self.label_ids[-1]})")
+            classes = match.to(torch.int64).argmax(1).to(labels.device)
+            out.append({"boxes": target["boxes"].to(image.dtype), "labels": classes,
+                        "masks": target["masks"].to(torch.uint8)})
+        return out
+
+    def _losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """The training losses of a batch (module docstring, "Training")."""
+        image_list, targets = self.transform(images, targets)
+        padded = image_list.tensors.shape[-2:]
+        features = list(self.backbone(image_list.tensors).values())
+        logits, distances, ctrness, params = self.head(features)
+        mask_feats = self.mask_branch(features[:3])
+        locations = [compute_locations(f.shape[-2], f.shape[-1], s, device=f.device)
+                     for f, s in zip(logits, self.fpn_strides)]
+        levels = torch.cat([torch.full((len(x),), i, dtype=torch.int64, device=x.device)
+                            for i, x in enumerate(locations)])
+        masks = [F.pad(t["masks"], (0, padded[1] - t["masks"].shape[-1], 0, padded[0] - t["masks"].shape[-2]))
+                 for t in targets]
+        assigned = [fcos_targets(locations, self.fpn_strides, t["boxes"], t["labels"], num_classes=self.num_classes,
+                                 sizes_of_interest=self.sizes_of_interest, masks=m, center_sample=self.center_sample,
+                                 radius=self.pos_radius) for t, m in zip(targets, masks)]
+        offsets = torch.tensor([0] + [len(t["boxes"]) for t in targets], device=levels.device).cumsum(0)
+        labels = torch.cat([a[0] for a in assigned])
+        reg_targets = torch.cat([a[1] for a in assigned])
+        gt_inds = torch.cat([torch.where(a[2] >= 0, a[2] + offsets[i], a[2]) for i, a in enumerate(assigned)])
+
+        def flat(maps: list[Tensor]) -> Tensor:  # per level (B, K, H, W) -> (B * P, K), image-major as the targets
+            return torch.cat([m.permute(0, 2, 3, 1).flatten(1, 2) for m in maps], 1).flatten(0, 1)
+
+        cls_pred, reg_pred, ctr_pred = flat(logits), flat(distances), flat(ctrness)[:, 0]
+        losses = fcos_losses(cls_pred, reg_pred, ctr_pred, labels, reg_targets, alpha=self.focal_alpha,
+                             gamma=self.focal_gamma)
+        pos = torch.nonzero(labels != self.num_classes)[:, 0]
+        keep = self._sample_positives(pos, gt_inds[pos], cls_pred[pos], ctr_pred[pos], len(images), len(levels))
+        pos_params = flat(params)[keep]
+        if keep.numel() == 0:
+            losses["loss_mask"] = mask_feats.sum() * 0 + pos_params.sum() * 0
+            return losses
+        p = len(levels)
+        loc_all = torch.cat(locations)
+        mask_logits = self.mask_head(mask_feats, self.mask_feat_stride, pos_params, keep // p, loc_all[keep % p],
+                                     levels[keep % p])
+        start, step = self.mask_head.mask_out_stride // 2, self.mask_head.mask_out_stride
+        gt_masks = torch.cat(masks)[:, start::step, start::step][gt_inds[keep]]
+        losses["loss_mask"] = dice_loss(mask_logits.sigmoid()[:, 0], gt_masks).mean()
+        return losses
+
+    def _sample_positives(self, pos: Tensor, gt_inds: Tensor, cls_pred: Tensor, ctr_pred: Tensor, num_images: int,
+                          per_image: int) -> Tensor:
+        """The positives (flat indices ``pos``) the mask head is trained on: AdelaiDet's ``MAX_PROPOSALS``
+        random cut or ``TOPK_PROPOSALS_PER_IM`` selection (module docstring)."""
+        if self.max_proposals != -1:
+            if len(pos) > self.max_proposals:
+                pos = pos[torch.randperm(len(pos), device=pos.device)[: self.max_proposals]]
+            return pos
+        if self.topk_proposals_per_im == -1:
+            return pos
+        with torch.no_grad():
+            score = cls_pred.sigmoid().amax(1) * ctr_pred.sigmoid()
+        kept = []
+        for i in range(num_images):
+            mine = (pos // per_image) == i
+            gts = gt_inds[mine].unique()
+            k = max(int(self.topk_proposals_per_im / max(len(gts), 1)), 1)
+            for gt in gts:
+                sel = torch.nonzero(mine & (gt_inds == gt))[:, 0]
+                if len(sel) > k:
+                    sel = sel[score[sel].topk(k).indices]
+                kept.append(pos[sel])
+        return torch.cat(kept) if kept else pos[:0]
 
     def _detect_single(self, i: int, logits: list[Tensor], distances: list[Tensor], ctrness: list[Tensor],
                        params: list[Tensor]) -> dict[str, Tensor]:
@@ -317,14 +590,17 @@ class CondInst(nn.Module):
 @register_arch("condinst")
 def condinst(*, depth: int = 50, num_classes: int = 80, style: str = "caffe",
              image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
-             trainable_layers: int = 3, **kwargs: Any) -> CondInst:
+             trainable_layers: int = 3, norm: str = "frozen_bn", width: float = 1.0, fpn_channels: int = 256,
+             **kwargs: Any) -> CondInst:
     """CondInst with a ResNet-``depth`` FPN (see the module docstring). ``style`` "caffe" (AdelaiDet's
-    MSRA backbones) or "pytorch" (mmdet) sets the stride position and the default normalisation;
-    ``kwargs`` go to :class:`CondInst` (``label_ids``, ``min_size``, ``max_size``, ``score_thresh``,
-    ``thresh_with_ctr``, ``pre_nms_topk``, ``nms_thresh``, ``detections_per_img``, mask head sizes)."""
+    MSRA backbones) or "pytorch" (mmdet) sets the stride position and the default normalisation; ``norm``,
+    ``width`` and ``fpn_channels`` shape the backbone; ``kwargs`` go to :class:`CondInst` (``label_ids``,
+    ``min_size``, ``max_size``, ``score_thresh``, ``thresh_with_ctr``, ``pre_nms_topk``, ``nms_thresh``,
+    ``detections_per_img``, head and mask sizes, the training options)."""
     if style not in _STYLES:
         raise ValueError(f"style must be one of {sorted(_STYLES)}, got {style!r}")
     stride_in_1x1, mean, std = _STYLES[style]
-    backbone = fcos_resnet_fpn_backbone(depth=depth, stride_in_1x1=stride_in_1x1, trainable_layers=trainable_layers)
+    backbone = fcos_resnet_fpn_backbone(depth=depth, stride_in_1x1=stride_in_1x1, trainable_layers=trainable_layers,
+                                        out_channels=fpn_channels, norm=norm, width=width)
     return CondInst(backbone, num_classes=num_classes, image_mean=image_mean or mean, image_std=image_std or std,
                     **kwargs)

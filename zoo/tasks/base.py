@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from zoo.data.positions import PositionStream
+from zoo.data.positions import collate as stack_samples
 from zoo.distributed import gather_lists, rank_indices
 from zoo.errors import InputError
 
@@ -90,6 +91,8 @@ class Training:
     transforms preset (else without its ``resize``, which would misalign dense targets).
     ``crop_multiple``: training crops must be multiples of this. ``class_weights(stream, num_classes)``:
     the median-frequency class weights (``--class-weights``), None when the task has none.
+    ``collate(samples) -> batch``: the stream's samples -> one dict of tensors (stacked by default;
+    detection pads its variable-size images and instance lists).
     """
 
     step: Callable[[nn.Module, Mapping[str, Tensor], TrainingRun], tuple[Tensor, Tensor]]
@@ -99,6 +102,7 @@ class Training:
     keep_resize: bool = False
     crop_multiple: int = 1
     class_weights: Callable[[Dataset, int], Tensor] | None = None
+    collate: Callable[[list[dict]], dict[str, Tensor]] = stack_samples
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
