@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import WeightsError
-from zoo.weights import _SAFETENSORS_DTYPES, mmap_safetensors, read_state_dict
+from zoo.state_dicts import _SAFETENSORS_DTYPES, mmap_safetensors, read_state_dict
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
