@@ -6,8 +6,8 @@ registry weights or a checkpoint), then ``.train()``; no model is defined here. 
 is its :class:`zoo.tasks.Training` (``zoo.tasks.<task>``): the step (loss and logged metric), the network
 input, the data stream (augmentation) and whether the transforms keep their ``resize``. Trained tasks:
 optical flow (FlowNet's multi-scale EPE, :mod:`zoo.tasks.optical_flow`), semantic segmentation
-(cross-entropy, :mod:`zoo.tasks.semantic_segmentation`) and image classification (cross-entropy,
-:mod:`zoo.tasks.image_classification`). The loop (:func:`train`) asks the task for its step and the
+(cross-entropy, :mod:`zoo.tasks.semantic_segmentation`), image classification (cross-entropy,
+:mod:`zoo.tasks.image_classification`) and video prediction (BCE per image, :mod:`zoo.tasks.video_prediction`). The loop (:func:`train`) asks the task for its step and the
 :class:`zoo.checkpoints.Checkpointer` for saving and resuming.
 
 Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
@@ -423,9 +423,9 @@ def _progress_bar(cfg: TrainConfig, start: int) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
-        prog="train.py", description="Train a zoo registry model (optical flow, segmentation or classification).",
+        prog="train.py", description="Train a zoo registry model (optical flow, segmentation, classification or video prediction).",
         epilog="Data specs: flying-shapes[:N][?KEY=VALUE&...], shapes[:N], shapes-flat[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
-               "digits[@train], imagefolder:PATH. "
+               "digits[@train], moving-digits[:N], imagefolder:PATH. "
                "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
                "Re-running with the same --out resumes from its newest checkpoint.")
     p.add_argument("--model", required=True, help="registry name, e.g. flownets")
