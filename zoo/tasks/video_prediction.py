@@ -248,7 +248,7 @@ def _draw(model: nn.Module, images: list[Tensor], options: Any) -> tuple[Tensor,
 
 VIDEO_PREDICTION = Task(
     name="video-prediction",
-    headline_metrics=("bce", "bce_pixel", "MSE", "PSNR"),
+    headline_metrics=("bce_pixel", "bce", "MSE", "PSNR"),
     raw_inputs=lambda lead, h, w: (RawInput("frames", (lead[0], 1, h, w),
                                             "uint8 grey frames in [0, 255], (B, T, 1, H, W)"),),
     input_names=("frames",),
