@@ -134,6 +134,22 @@ def test_predict_reads_a_pickle_checkpoint_with_allow_pickle(capsys, tmp_path):
     assert torch.equal(read_image(tmp_path / "a.png"), read_image(tmp_path / "b.png"))
 
 
+def test_predict_video_draws_frames_predictions_and_filters_with_the_bundled_weights(capsys, tmp_path):
+    from zoo.io import read_image
+
+    frames = sorted((ROOT / "zoo" / "samples").glob("moving_digits_*.png"))
+    out = tmp_path / "video.png"
+    code, printed, err = run(capsys, "predict", "dfn-moving-mnist", *map(str, frames), "--out", str(out))
+    assert code == 0, err
+    summary = json.loads(printed)
+    assert summary["input_frames"] == summary["predicted_frames"] == 10 and summary["filter_positions"]
+    picture = read_image(out)
+    assert picture.shape == (3, 4 * 66 - 2, 10 * 66 - 2)         # inputs, predictions, displacements, filters
+    torch.testing.assert_close(picture[:, :64, :64], read_image(frames[0]))
+    code, printed, _ = run(capsys, "predict", "convnet-moving-mnist", *map(str, frames), "--out", str(out))
+    assert code == 0 and read_image(out).shape == (3, 2 * 66 - 2, 10 * 66 - 2) and "filter_positions" not in printed
+
+
 def test_predict_without_weights_says_how_to_proceed(capsys):
     code, _, err = run(capsys, "predict", "cacnet-r101", "x.png", "--out", "y.png")
     assert code == 2 and "--checkpoint" in err

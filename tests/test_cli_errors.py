@@ -91,7 +91,8 @@ BAD_INPUTS = [
     pytest.param(predict(model="cacnet-r101"), ["cacnet-r101", "--checkpoint"], id="model-without-weights"),
     pytest.param(predict("--arch-override", "width"), ["width", "KEY=VALUE"], id="arch-override-without-value"),
     pytest.param(predict("--random-weights", "--arch-override", "bogus=1"), ["bogus"], id="arch-override-unknown"),
-    pytest.param(predict(model="dfn-moving-mnist"), ["video"], id="video-prediction"),
+    pytest.param(predict("--random-weights", model="dfn-moving-mnist"), ["dfn-moving-mnist", "10 frames", "1 file"],
+                 id="video-prediction-one-frame"),
     # unknown models and tags, everywhere
     pytest.param(["info", "deeplabv3-r05"], ["deeplabv3-r05", "deeplabv3-r50"], id="info-unknown-model"),
     *[pytest.param([command, f"{SEG}.nosuch", *extra], ["nosuch", "shapes-flat-16k"],

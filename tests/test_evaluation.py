@@ -79,7 +79,7 @@ def test_dispatch_errors(tmp_path):
     for task in ("semantic-segmentation", "object-detection", "salient-object-detection", "image-classification"):
         with pytest.raises(ValueError, match="needs a model"):
             evaluate(None, ds, task)
-    with pytest.raises(ValueError, match="no evaluation for task"):
-        evaluate(_Oracle([]), ds, "video-prediction")
-    with pytest.raises(SystemExit, match="--model is required"):
+    with pytest.raises(ValueError, match="no evaluation for task 'depth'"):
+        evaluate(_Oracle([]), ds, "depth")
+    with pytest.raises(SystemExit, match="--model is required unless the data is optical flow .* or video"):
         main(["--data", "shapes:1", "--size", "8", "8"])

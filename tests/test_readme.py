@@ -182,6 +182,38 @@ def _imports(root: Path) -> dict[str, set[str]]:
     return found
 
 
+def test_video_example_runs_offline_on_the_bundled_weights(tmp_path, monkeypatch):
+    """The README's video command on the bundled sample frames (the shell expands the glob): offline, and the
+    frames the model predicts are closer (MSE) to the sequence's true future than copying the last frame."""
+    import shlex
+
+    import torch
+
+    import zoo
+    from zoo.cli import main
+    from zoo.data import MovingDigits
+
+    section = README.read_text().split("## The main job", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("zoo predict dfn-moving-mnist")]
+    assert len(lines) == 1, "the main job section shows one video command"
+    argv = shlex.split(lines[0])
+    frames = sorted(str(p.relative_to(README.parent)) for p in README.parent.glob(argv[3]))
+    assert len(frames) == 10
+    monkeypatch.chdir(README.parent)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "video.png"
+    argv = argv[:3] + frames + argv[4:]
+    argv[argv.index("--out") + 1] = str(out)
+    assert main(argv[1:]) == 0 and out.stat().st_size > 0
+
+    sequence = MovingDigits(8, split="test", seed=20261122)[3]          # the samples' sequence (make_samples.py)
+    model = zoo.create("dfn-moving-mnist", pretrained=True).eval()
+    with torch.no_grad():
+        pred = model(sequence["inputs"][None])[0]
+    truth, last = sequence["targets"], sequence["inputs"][-1:]
+    assert (pred - truth).square().mean() < (last - truth).square().mean()
+
+
 def test_readme_installs_what_the_tests_need_before_running_them():
     """A new user runs the install command of "Run the tests", then the test command: every package the test
     run imports (the tests themselves, and zoo's optional imports they reach, e.g. scikit-image for the

@@ -455,9 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_browse_commands(sub)
     _add_weights_commands(sub)
 
-    s = sub.add_parser("predict", help="run a model on an image (or two frames) and write a colour-coded PNG")
+    s = sub.add_parser("predict", help="run a model on an image (or several frames) and write a colour-coded PNG")
     s.add_argument("name")
-    s.add_argument("images", nargs="+", help="one image; two frames for optical flow; RGB + depth for RGB-D saliency")
+    s.add_argument("images", nargs="+", help="one image; two frames for optical flow; RGB + depth for RGB-D saliency; "
+                                             "ten frames for video prediction")
     s.add_argument("--out", required=True)
     s.add_argument("--flo", help="optical flow: also write the flow as a .flo file")
     s.add_argument("--checkpoint", help="your weights file (safetensors; a pickle .pth needs --allow-pickle)")

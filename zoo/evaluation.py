@@ -4,7 +4,8 @@ Each task's evaluator and metrics are its :class:`zoo.tasks.Task`'s (see the tas
 definitions): EPE / outlier rate for optical flow (plus the zero-flow baseline,
 :func:`zoo.tasks.optical_flow.evaluate_flow`), mIoU / pixel accuracy for semantic segmentation, COCO box /
 mask AP for detection and instance segmentation, S-measure / F-measure / MAE for RGB-D salient object
-detection, top-k accuracy for classification. They are re-exported here.
+detection, top-k accuracy for classification, BCE (with the copy-last-frame baseline) for video prediction
+(:func:`zoo.tasks.video_prediction.evaluate_video`). They are re-exported here.
 
 Pipeline per sample (batch 1, so real images of any size work): the model's registry transforms, the
 model in eval mode, its registry postprocess back to the image size, then the task's metrics.
@@ -33,15 +34,16 @@ from zoo.io import write_atomic
 from zoo._version import __version__
 from zoo.distributed import rank_and_world
 from zoo.factory import create, parse_overrides
-from zoo.tasks import OPTICAL_FLOW, TASK_NAMES, TASKS, get_task
+from zoo.tasks import OPTICAL_FLOW, TASK_NAMES, TASKS, VIDEO_PREDICTION, get_task
 from zoo.tasks.image_classification import evaluate_classification
 from zoo.tasks.object_detection import COCO_STATS, coco_results, evaluate_detection
 from zoo.tasks.optical_flow import evaluate_flow
 from zoo.tasks.salient_object_detection import evaluate_saliency
 from zoo.tasks.semantic_segmentation import evaluate_segmentation
+from zoo.tasks.video_prediction import evaluate_video
 
 __all__ = ["load_model", "evaluate_flow", "evaluate_segmentation", "evaluate_detection", "evaluate_saliency",
-           "evaluate_classification", "coco_results", "COCO_STATS", "evaluate", "parse_overrides", "main"]
+           "evaluate_classification", "evaluate_video", "coco_results", "COCO_STATS", "evaluate", "parse_overrides", "main"]
 
 
 def load_model(name: str, *, pretrained: bool | str = False, checkpoint: str | Path | None = None,
@@ -83,10 +85,10 @@ def _json_safe(value: Any) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
-        description="Evaluate a zoo model (or the zero-flow baseline) on a dataset; writes JSON.",
+        description="Evaluate a zoo model (or the zero-flow / copy-last-frame baseline) on a dataset; writes JSON.",
         epilog="Data specs: flyingchairs:PATH, middlebury:PATH, voc:PATH[@split], flying-shapes:N, shapes:N, shapes-flat:N, "
                "coco:PATH[@annotations.json] (box / mask AP, needs pycocotools), rgbd-sod:PATH (S-measure, F, MAE), "
-               "imagefolder:PATH (top-1 / top-5). Runs under torchrun for several processes (gloo).")
+               "imagefolder:PATH (top-1 / top-5), moving-digits:N[@test] (BCE, copy-last-frame baseline). Runs under torchrun for several processes (gloo).")
     p.add_argument("--data", required=True, help="dataset spec")
     p.add_argument("--model", help="registry name (omit with a flow dataset for the zero-flow baseline only)")
     p.add_argument("--pretrained", default=None, help="registry weights tag (or 'default')")
@@ -140,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 object.__setattr__(model, "transforms", build_transforms(spec, model.info.name, model.info.min_input_size))
         elif "image1" in dataset[0]:
             task = OPTICAL_FLOW.name
+        elif "targets" in dataset[0]:
+            task = VIDEO_PREDICTION.name
         else:
-            raise SystemExit("--model is required unless the data is optical flow (zero-flow baseline)")
+            raise SystemExit("--model is required unless the data is optical flow (zero-flow baseline) or video "
+                             "(copy-last-frame baseline)")
         result = evaluate(model, dataset, task, device=args.device, max_samples=args.max_samples,
                           num_classes=args.num_classes)
         if not args.per_pair:

@@ -7,8 +7,9 @@ is its :class:`zoo.tasks.Training` (``zoo.tasks.<task>``): the step (loss and lo
 input, the data stream (augmentation) and whether the transforms keep their ``resize``. Trained tasks:
 optical flow (FlowNet's multi-scale EPE, :mod:`zoo.tasks.optical_flow`), semantic segmentation
 (cross-entropy, :mod:`zoo.tasks.semantic_segmentation`), image classification (cross-entropy,
-:mod:`zoo.tasks.image_classification`) and instance segmentation (the detector's own losses, CondInst's
-FCOS and dice losses, on COCO instances, :mod:`zoo.tasks.instance_segmentation`). The loop (:func:`train`) asks the task for its step and the
+:mod:`zoo.tasks.image_classification`), instance segmentation (the detector's own losses, CondInst's
+FCOS and dice losses, on COCO instances, :mod:`zoo.tasks.instance_segmentation`) and video prediction (BCE
+per image, :mod:`zoo.tasks.video_prediction`). The loop (:func:`train`) asks the task for its step and the
 :class:`zoo.checkpoints.Checkpointer` for saving and resuming.
 
 Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
@@ -425,10 +426,10 @@ def _progress_bar(cfg: TrainConfig, start: int) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", out="")
     p = argparse.ArgumentParser(
-        prog="train.py", description="Train a zoo registry model (optical flow, segmentation, classification or "
-                                     "instance segmentation).",
+        prog="train.py", description="Train a zoo registry model (optical flow, segmentation, classification, "
+                                     "instance segmentation or video prediction).",
         epilog="Data specs: flying-shapes[:N][?KEY=VALUE&...], shapes[:N], shapes-flat[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
-               "digits[@train], imagefolder:PATH, coco:PATH[@annotations.json]. "
+               "digits[@train], moving-digits[:N], imagefolder:PATH, coco:PATH[@annotations.json]. "
                "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
                "Re-running with the same --out resumes from its newest checkpoint.")
     p.add_argument("--model", required=True, help="registry name, e.g. flownets")

@@ -61,3 +61,19 @@ def test_bad_arguments():
     with pytest.raises(IndexError):
         MovingDigits(2)[2]
 
+
+
+def test_dataset_spec():
+    from zoo.data import dataset_from_spec
+
+    test = dataset_from_spec("moving-digits:5")
+    assert isinstance(test, MovingDigits) and len(test) == 5 and test.split == "test" and test.size == 64
+    train = dataset_from_spec("moving-digits", split="train", size=(32, 32), seed=3)
+    assert len(train) == 10000 and train.split == "train" and train.size == 32 and train.seed == 3
+    assert dataset_from_spec("moving-digits:2@train").split == "train"
+    one = dataset_from_spec("moving-digits:2@test?num_digits=1&speed=2")
+    assert one.num_digits == 1 and one.speed == 2.0 and one.split == "test"
+    with pytest.raises(ValueError, match="square"):
+        dataset_from_spec("moving-digits:2", size=(32, 48))
+    with pytest.raises(ValueError, match="split"):
+        dataset_from_spec("moving-digits:2@val")

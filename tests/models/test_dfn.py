@@ -1,4 +1,5 @@
-"""DFN video prediction (zoo.models.dfn): shapes, range, autoregression, loss, meta, parameter count, export."""
+"""DFN video prediction (zoo.models.dfn): shapes, range, autoregression, loss, meta, parameter count, export;
+and its plain twin ConvVideo (same network, a direct sigmoid frame instead of the dynamic filters)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import InputError
-from zoo.models.dfn import DFNVideo, dfn_loss, dfn_video
+from zoo.models.dfn import ConvVideo, DFNVideo, conv_video, dfn_loss, dfn_video
 
 
 def _frames(b=1, t=10, seed=0):
@@ -105,6 +106,51 @@ def test_meta_and_parameter_count_matches_reference():
 
 def test_export():
     model = DFNVideo(in_frames=3, out_frames=2, width=2).eval()
+    x = torch.rand(1, 3, 1, 64, 64)
+    ep = torch.export.export(model, (x,))
+    torch.testing.assert_close(ep.module()(x), model(x))
+
+
+# ------------------------------------------------------------------ the plain twin
+def test_twin_shapes_range_and_autoregression():
+    torch.manual_seed(0)
+    model = conv_video(width=4, out_frames=2).eval()
+    x = _frames(2, seed=4)
+    with torch.no_grad():
+        out = model(x)
+        hidden = x.new_zeros(2, 16, 32, 32)
+        for t in range(9):
+            _, hidden, _ = model.step(x[:, t], hidden)
+        first, hidden, none = model.step(x[:, 9], hidden)
+        second, _, _ = model.step(first, hidden)
+    assert out.shape == (2, 2, 1, 64, 64) and none is None
+    assert float(out.min()) > 0.0 and float(out.max()) < 1.0  # a sigmoid
+    torch.testing.assert_close(out[:, 0], first)
+    torch.testing.assert_close(out[:, 1], second)
+
+
+def test_twin_is_the_dfn_network_with_another_head():
+    dfn, twin = dfn_video(width=16), conv_video(width=16)
+    d, c = dict(dfn.named_parameters()), dict(twin.named_parameters())
+    shared = set(d) - {"filters.weight", "filters.bias"}
+    assert set(c) == shared | {"frame.weight", "frame.bias"}
+    assert all(d[k].shape == c[k].shape for k in shared)
+    assert c["frame.weight"].shape == (1, 64, 1, 1)
+    n_dfn, n_twin = sum(p.numel() for p in d.values()), sum(p.numel() for p in c.values())
+    assert n_dfn - n_twin == 80 * (4 * 16 + 1) and n_twin / n_dfn > 0.96  # 157,105 vs 162,305
+    # the same features: copy the shared weights and the hidden states agree
+    twin.load_state_dict({k: v for k, v in dfn.state_dict().items() if not k.startswith("filters")}, strict=False)
+    x, h = torch.rand(1, 1, 16, 16), torch.zeros(1, 64, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(dfn.step(x, h)[1], twin.step(x, h)[1])
+    assert isinstance(twin, ConvVideo) and isinstance(twin, DFNVideo)
+
+
+def test_twin_meta_and_export():
+    with torch.device("meta"):
+        model = conv_video()
+    assert all(p.is_meta for p in model.parameters())
+    model = ConvVideo(in_frames=3, out_frames=2, width=2).eval()
     x = torch.rand(1, 3, 1, 64, 64)
     ep = torch.export.export(model, (x,))
     torch.testing.assert_close(ep.module()(x), model(x))

@@ -21,7 +21,8 @@ TABLE_END = "<!-- model-table:end -->"
 INDEX_COLUMNS = ("model", "task", "params (M)", "GFLOPs", "weights", "headline metric", "exportable")
 
 LOWER_IS_BETTER = frozenset({"EPE", "epe", "zero_epe", "AEE", "MAE", "mae", "MSE", "error", "top-1 error", "top-5 error",
-                             "top1_error", "top5_error"})
+                             "top1_error", "top5_error", "bce", "bce_pixel", "copy_last_bce", "copy_last_bce_pixel",
+                             "mse", "copy_last_mse"})
 
 
 def headline(info: ModelInfo) -> Metric | None:

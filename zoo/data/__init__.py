@@ -6,13 +6,15 @@
   :class:`RGBDSaliency`, :class:`ImageFolder`: readers of the real layouts.
 - :class:`Interleave`: several datasets read in turn (a 1 : 1 mixture; specs joined by ``+``).
 - :class:`Digits`: scikit-learn's bundled real handwritten digits (image classification, 10 classes).
+- :class:`MovingDigits`: Moving-MNIST-style sequences of those digits (video prediction), seeded.
 - :func:`texture_pool`: photo textures (scikit-image, ``pip install dynzoo[train]``) or procedural ones.
 
 Samples are dicts: flow datasets give ``image1``, ``image2`` (3, H, W) float in [0, 1], ``flow``
 (2, H, W) pixels and ``valid`` (H, W) bool; segmentation datasets give ``image`` and ``label`` (H, W)
 int64 with 255 = ignore; COCO samples give ``image``, ``boxes`` (x1y1x2y2), ``labels`` (category ids);
 RGB-D saliency samples ``image``, ``depth`` (1, H, W) in [0, 1] and ``mask`` (H, W) bool; image-folder
-and digits samples ``image`` and ``label`` (int).
+and digits samples ``image`` and ``label`` (int); moving-digits samples ``inputs`` (T_in, 1, H, W) and
+``targets`` (T_out, 1, H, W) in [0, 1].
 """
 import inspect
 import re
@@ -20,15 +22,16 @@ import re
 from zoo.data.digits import Digits
 from zoo.data.flying_shapes import FlyingShapes
 from zoo.data.interleave import Interleave
+from zoo.data.moving_digits import MovingDigits
 from zoo.data.readers import CocoDetection, FlyingChairs, ImageFolder, Middlebury, RGBDSaliency, VOCSegmentation
 from zoo.data.shapes import Shapes
 from zoo.data.textures import texture_pool
 
 __all__ = ["FlyingShapes", "Shapes", "FlyingChairs", "Middlebury", "VOCSegmentation", "CocoDetection", "RGBDSaliency",
-           "ImageFolder", "Digits", "Interleave", "texture_pool"]
+           "ImageFolder", "Digits", "MovingDigits", "Interleave", "texture_pool"]
 
 
-_PROCEDURAL = ("flying-shapes", "shapes", "shapes-flat")
+_PROCEDURAL = ("flying-shapes", "shapes", "shapes-flat", "moving-digits")
 _KINDS = (*_PROCEDURAL, "flyingchairs", "middlebury", "voc", "coco", "rgbd-sod", "imagefolder", "digits")
 _MIX_SEPARATOR = re.compile(r"\+(?=(?:%s)(?![\w-]))" % "|".join(map(re.escape, _KINDS)))  # not "1e+3", not "a+b/"
 
@@ -49,6 +52,10 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
     ``digits[@train|@test|@all]``: scikit-learn's handwritten digits at 32 x 32 (:class:`Digits`; its fixed
     split, ``size`` and ``seed`` do not apply); bare ``digits`` is the train split when ``split`` is
     "train", else the test split (there is no separate validation split).
+    ``moving-digits[:N][@train|@test][?KEY=VALUE...]``: N (default 10000) Moving-MNIST-style sequences
+    (:class:`MovingDigits`) of the digits of that split (bare: the train digits when ``split`` is "train",
+    else the test digits), ``seed`` applies, ``size`` must be square (default 64 x 64); options are
+    constructor arguments, e.g. ``moving-digits:256@test?num_digits=1``.
     Specs joined by ``+`` are read in turn (:class:`Interleave`), dataset ``j`` at ``seed + j``, e.g.
     ``flying-shapes+flying-shapes?object_motion=0.15,0.1,0.4`` (half the samples with wider object motion).
     """
@@ -58,11 +65,20 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
                            for j, part in enumerate(parts)])
     full = spec
     spec, _, query = spec.partition("?")
-    if query and spec.partition(":")[0] not in _PROCEDURAL:
+    if query and spec.partition(":")[0].partition("@")[0] not in _PROCEDURAL:
         raise ValueError(f"dataset spec {full!r}: only procedural datasets ({', '.join(_PROCEDURAL)}) take ?KEY=VALUE options")
     name, _, given_split = spec.partition("@")
     if name == "digits":
         return Digits(given_split or ("train" if split == "train" else "test"))
+    if name.partition(":")[0] == "moving-digits":
+        count, digit_split = name.partition(":")[2], given_split
+        kwargs = {"seed": seed, "split": digit_split or ("train" if split == "train" else "test")}
+        if size is not None:
+            if size[0] != size[1]:
+                raise ValueError(f"dataset spec {full!r}: moving digits are square, got size {tuple(size)}")
+            kwargs["size"] = int(size[0])
+        kwargs.update(_spec_options(full, query, MovingDigits))
+        return MovingDigits(int(float(count)) if count else 10000, **kwargs)
     kind, _, rest = spec.partition(":")
     if kind in _PROCEDURAL:
         cls = FlyingShapes if kind == "flying-shapes" else Shapes
@@ -92,14 +108,15 @@ def dataset_from_spec(spec: str, *, size: tuple[int, int] | None = None, seed: i
         return RGBDSaliency(path)
     if kind == "imagefolder":
         return ImageFolder(path)
-    raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], shapes-flat[:N], flyingchairs:PATH, "
+    raise ValueError(f"unknown dataset spec {spec!r}; use flying-shapes[:N], shapes[:N], shapes-flat[:N], "
+                     "moving-digits[:N][@train|@test], flyingchairs:PATH, "
                      "middlebury:PATH, voc:PATH[@split], coco:PATH[@annotations.json], rgbd-sod:PATH, "
                      "imagefolder:PATH or digits[@train|@test]")
 
 
 def _spec_options(spec: str, query: str, cls: type) -> dict:
     """``KEY=VALUE&...`` -> constructor kwargs of ``cls``; values are numbers or comma-separated tuples."""
-    allowed = set(inspect.signature(cls).parameters) - {"length", "size", "seed", "self"}
+    allowed = set(inspect.signature(cls).parameters) - {"length", "size", "seed", "self", "split"}
     options: dict = {}
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")

@@ -431,11 +431,14 @@ def dynamic_local_filter(
         f = f.softmax(dim=2)
     pad = dilation * (k - 1) // 2
     xp = F.pad(x, (pad, pad, pad, pad))
-    out = xp[:, :, :height, :width] * f[:, :, 0]
+    # unbind, not f[:, :, t]: the backward of k*k selects would fill k*k zero tensors of f's full size
+    # (quadratic in the taps); unbind's backward stacks the k*k gradients once
+    tap = f.unbind(dim=2)
+    out = xp[:, :, :height, :width] * tap[0]
     for t in range(1, taps):
         i, j = divmod(t, k)
         shifted = xp[:, :, i * dilation : i * dilation + height, j * dilation : j * dilation + width]
-        out = torch.addcmul(out, shifted, f[:, :, t])
+        out = torch.addcmul(out, shifted, tap[t])
     return out
 
 
