@@ -103,7 +103,7 @@ def test_the_exported_transforms_are_the_models(tmp_path):
 
 @pytest.mark.parametrize("name, kwargs, message", [
     ("faster-rcnn-r50-dcn", {"random_init": True}, "not exportable: data-dependent numbers of proposals"),
-    ("dfn-moving-mnist", {}, "has no default weights to export"),
+    ("dynet-resnet18", {}, "has no default weights to export"),
     ("flownets-small.flyingshapes-28250", {"random_init": True}, "drop --random-init or the tag"),
     ("flownets-small", {"format": "tflite"}, "unknown export format 'tflite'"),
 ])
