@@ -4,6 +4,7 @@ The 2017 checkpoints carry no BatchNorm ``num_batches_tracked``."""
 import pytest
 import torch
 import torch.nn.functional as F
+from support.layouts import resnet_block_shapes
 
 from zoo.converters.fyu_drn import convert, convert_key
 from zoo.errors import StateDictMismatchError
@@ -32,23 +33,8 @@ def fyu_shapes(variant: str, depth: int, seg_classes: int | None = None) -> dict
         nonlocal inplanes
         exp = 4 if block == "bottleneck" else 1
         for i in range(n):
-            p = f"{name}.{i}"
-            if block == "basic":
-                shapes[f"{p}.conv1.weight"] = (planes, inplanes, 3, 3)
-                bn(f"{p}.bn1", planes)
-                shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-                bn(f"{p}.bn2", planes)
-            else:
-                shapes[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
-                bn(f"{p}.bn1", planes)
-                shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-                bn(f"{p}.bn2", planes)
-                shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-                bn(f"{p}.bn3", planes * 4)
-            if i == 0 and (stride != 1 or inplanes != planes * exp):
-                shapes[f"{p}.downsample.0.weight"] = (planes * exp, inplanes, 1, 1)
-                bn(f"{p}.downsample.1", planes * exp)
-            inplanes = planes * exp
+            downsample = i == 0 and (stride != 1 or inplanes != planes * exp)
+            inplanes = resnet_block_shapes(shapes, f"{name}.{i}", block, inplanes, planes, downsample=downsample, bn=bn)
         children.append(name)
 
     def make_convs(name, planes, n):

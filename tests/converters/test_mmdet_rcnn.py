@@ -10,6 +10,7 @@ import torch
 from zoo.converters.mmdet_rcnn import COCO_IDS, convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.rcnn import faster_rcnn, mask_rcnn
+from support.layouts import resnet_block_shapes
 from support.random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = (3, 4, 6, 3)
@@ -40,20 +41,11 @@ def mmdet_shapes(dcn=None, roi_layer=None, mask=False, num_classes=80) -> dict[s
     bn("backbone.bn1", 64)
     inplanes = 64
     for layer, (n, planes) in enumerate(zip(BLOCKS, (64, 128, 256, 512)), start=1):
+        # conv2 offsets of DeformConv2dPack (18) / ModulatedDeformConv2dPack (27) in stages 2..4
+        offset = (18 if dcn == "DCN" else 27) if dcn is not None and layer > 1 else 0
         for b in range(n):
-            p = f"backbone.layer{layer}.{b}"
-            conv(f"{p}.conv1", planes, inplanes, 1, bias=False)
-            bn(f"{p}.bn1", planes)
-            conv(f"{p}.conv2", planes, planes, 3, bias=False)
-            if dcn is not None and layer > 1:  # DeformConv2dPack / ModulatedDeformConv2dPack offsets
-                conv(f"{p}.conv2.conv_offset", (18 if dcn == "DCN" else 27), planes, 3)
-            bn(f"{p}.bn2", planes)
-            conv(f"{p}.conv3", planes * 4, planes, 1, bias=False)
-            bn(f"{p}.bn3", planes * 4)
-            if b == 0:
-                conv(f"{p}.downsample.0", planes * 4, inplanes, 1, bias=False)
-                bn(f"{p}.downsample.1", planes * 4)
-            inplanes = planes * 4
+            inplanes = resnet_block_shapes(shapes, f"backbone.layer{layer}.{b}", "bottleneck", inplanes, planes,
+                                           downsample=b == 0, bn=bn, conv2_offset=offset)
     for i, cin in enumerate((256, 512, 1024, 2048)):
         conv(f"neck.lateral_convs.{i}.conv", 256, cin, 1)
         conv(f"neck.fpn_convs.{i}.conv", 256, 256, 3)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from zoo.converters.mmseg_dmnet import convert, convert_key
 from zoo.errors import StateDictMismatchError
 from zoo.models.dmnet import dmnet
+from support.layouts import resnet_block_shapes
 from support.random_weights import random_state_dict as _random_state_dict
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -27,17 +28,8 @@ def mmseg_shapes(depth: int = 50, num_classes: int = 150, aux: bool = True) -> d
     inplanes = 64
     for layer, (n, planes) in enumerate(zip(BLOCKS[depth], (64, 128, 256, 512)), start=1):
         for b in range(n):
-            p = f"backbone.layer{layer}.{b}"
-            shapes[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
-            bn(f"{p}.bn1", planes)
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            bn(f"{p}.bn2", planes)
-            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-            bn(f"{p}.bn3", planes * 4)
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (planes * 4, inplanes, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
-            inplanes = planes * 4
+            inplanes = resnet_block_shapes(shapes, f"backbone.layer{layer}.{b}", "bottleneck", inplanes, planes,
+                                           downsample=b == 0, bn=bn)
     for j in range(4):
         p = f"decode_head.dcm_modules.{j}"
         shapes[f"{p}.filter_gen_conv.weight"] = (512, 2048, 1, 1)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from support.export_check import exported_and_eager
 from torch import nn
 
 from zoo.archs import get_arch
@@ -75,9 +76,7 @@ def test_export_cacnet():
     torch.manual_seed(0)
     m = cacnet(backbone="resnet50", num_classes=4).eval()
     x = torch.randn(1, 3, 64, 64)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), m(x), atol=1e-4)
+    assert torch.allclose(*exported_and_eager(m, x), atol=1e-4)
 
 
 def test_plain_twin_is_the_same_network_without_the_cac_module():

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torchvision
+from support.export_check import exported_and_eager
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -162,9 +163,7 @@ def test_export_deeplabv3():
     torch.manual_seed(0)
     m = deeplabv3(backbone="resnet50").eval()
     x = torch.randn(1, 3, 33, 33)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        torch.testing.assert_close(prog.module()(x), m(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(*exported_and_eager(m, x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -172,9 +171,7 @@ def test_export_deeplabv2():
     torch.manual_seed(0)
     m = deeplabv2().eval()
     x = torch.randn(1, 3, 41, 41)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        torch.testing.assert_close(prog.module()(x), m(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(*exported_and_eager(m, x), rtol=1e-4, atol=1e-4)
 
 
 # --- LS-DFN variant (deeplabv2-lsdfn) -------------------------------------------------------------

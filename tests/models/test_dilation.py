@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from support.export_check import exported_and_eager
 from torch import nn
 
 from zoo.archs import get_arch
@@ -91,6 +92,4 @@ def test_errors_and_registration():
 
 def test_export_dilation8(small_net):
     x = torch.randn(1, 3, 64, 64)
-    prog = torch.export.export(small_net, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), small_net(x), atol=1e-3)
+    assert torch.allclose(*exported_and_eager(small_net, x), atol=1e-3)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from support.export_check import exported_and_eager
 from torch import nn
 
 from zoo.archs import get_arch
@@ -112,6 +113,4 @@ def test_export_dmnet():
     torch.manual_seed(0)
     m = dmnet(depth=50, num_classes=4).eval()
     x = torch.randn(1, 3, 64, 64)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), m(x), atol=1e-4)
+    assert torch.allclose(*exported_and_eager(m, x), atol=1e-4)

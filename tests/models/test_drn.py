@@ -1,5 +1,6 @@
 import pytest
 import torch
+from support.export_check import exported_and_eager
 from torch import nn
 
 from zoo.archs import get_arch
@@ -208,9 +209,7 @@ def test_export_drn_seg():
     torch.manual_seed(0)
     m = drn_seg(variant="d", depth=22, num_classes=4).eval()
     x = torch.randn(1, 3, 32, 32)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), m(x), atol=1e-5)
+    assert torch.allclose(*exported_and_eager(m, x), atol=1e-5)
 
 
 @pytest.mark.slow
@@ -218,6 +217,4 @@ def test_export_drn_classifier():
     torch.manual_seed(0)
     m = drn(variant="c", depth=26, num_classes=4).eval()
     x = torch.randn(1, 3, 32, 32)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), m(x), atol=1e-5)
+    assert torch.allclose(*exported_and_eager(m, x), atol=1e-5)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torchvision
+from support.export_check import exported_and_eager
 
 from zoo.archs import get_arch
 from zoo.errors import InputError
@@ -80,6 +81,4 @@ def test_export():
     torch.manual_seed(0)
     m = dy_mobilenetv2(num_classes=4).eval()
     x = torch.randn(2, 3, 32, 32)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), m(x), atol=1e-5)
+    assert torch.allclose(*exported_and_eager(m, x), atol=1e-5)

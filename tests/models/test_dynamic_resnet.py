@@ -3,6 +3,7 @@ temperature plumbing, export."""
 import pytest
 import torch
 import torchvision
+from support.export_check import exported_and_eager
 
 from zoo.archs import get_arch
 from zoo.errors import InputError
@@ -98,9 +99,7 @@ def test_export():
     m = dy_resnet(num_classes=4).eval()
     set_temperature(m, 5.0)
     x = torch.randn(2, 3, 32, 32)
-    prog = torch.export.export(m, (x,))
-    with torch.no_grad():
-        assert torch.allclose(prog.module()(x), m(x), atol=1e-5)
+    assert torch.allclose(*exported_and_eager(m, x), atol=1e-5)
 
 
 def test_small_variants_width_stem_and_static():

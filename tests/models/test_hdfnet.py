@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.export_check import exported_and_eager
 
 from zoo.errors import InputError
 from zoo.models.hdfnet import DenseTransLayer, HDFNet, VGGEncoder, hdfnet
@@ -88,6 +89,4 @@ def test_export_vgg16():
     torch.manual_seed(0)
     model = HDFNet("vgg16").eval()
     rgb, depth = _inputs(32)
-    ep = torch.export.export(model, (rgb, depth))
-    with torch.no_grad():
-        torch.testing.assert_close(ep.module()(rgb, depth), model(rgb, depth))
+    torch.testing.assert_close(*exported_and_eager(model, rgb, depth))

@@ -40,10 +40,9 @@ import random
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import Dataset
 
-from zoo.data.shapes import (KINDS, Layers, _rotation, compose_affine, inactive_layer, pixel_grid, random_layer,
-                             render_layers, sample_seed)
+from zoo.data.shapes import (KINDS, Layers, RenderedDataset, _rotation, compose_affine, inactive_layer, pixel_grid,
+                             random_layer, render_layers, sample_seed)
 from zoo.data.textures import texture_pool
 
 __all__ = ["FlyingShapes"]
@@ -59,7 +58,7 @@ def _motion(rng: random.Random, cx: float, cy: float, rotation: float, scale: fl
     return [[a, -b, cx + t[0] - (a * cx - b * cy)], [b, a, cy + t[1] - (b * cx + a * cy)]]
 
 
-class FlyingShapes(Dataset):
+class FlyingShapes(RenderedDataset):
     """Procedural optical-flow pairs (see the module docstring for the model and flow definition).
 
     Sample ``i``: ``{"image1", "image2": (3, H, W) float32 in [0, 1], "flow": (2, H, W) float32 pixels,
@@ -92,9 +91,6 @@ class FlyingShapes(Dataset):
         if texture_size is None:  # about twice the image size, 96 .. 384
             texture_size = min(384, max(96, 2 * max(self.size)))
         self.pool = texture_pool(textures, texture_size)
-
-    def __len__(self) -> int:
-        return self.length
 
     def _params(self, index: int) -> tuple[dict, list]:
         rng = random.Random(sample_seed(self.seed, index))
@@ -152,12 +148,3 @@ class FlyingShapes(Dataset):
         visible = (top2_at == top1) & in_frame
         valid = torch.ones(b, h, w, dtype=torch.bool)
         return {"image1": image1, "image2": image2, "flow": flow, "valid": valid, "visible": visible}
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        batch = self.generate([int(index)])
-        return {k: v[0] for k, v in batch.items()}
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched fetching for DataLoader (one vectorised render per batch)."""
-        batch = self.generate(list(indices))
-        return [{k: v[i] for k, v in batch.items()} for i in range(len(indices))]

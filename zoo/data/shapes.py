@@ -31,8 +31,8 @@ from torch.utils.data import Dataset
 
 from zoo.data.textures import texture_pool
 
-__all__ = ["KINDS", "Layers", "Shapes", "sample_seed", "pixel_grid", "affine_points", "invert_affine",
-           "layers_inside", "render_layers"]
+__all__ = ["KINDS", "Layers", "RenderedDataset", "Shapes", "sample_seed", "pixel_grid", "affine_points",
+           "invert_affine", "layers_inside", "render_layers"]
 
 KINDS = ("background", "ellipse", "rectangle", "triangle", "diamond", "star", "ring")
 
@@ -254,7 +254,30 @@ def inactive_layer() -> dict:
             "placement": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]}
 
 
-class Shapes(Dataset):
+class RenderedDataset(Dataset):
+    """A procedural dataset of ``self.length`` samples that a subclass renders in batches with
+    ``generate(indices) -> {name: (B, ...) tensor}``: sample ``i`` is ``generate([i])`` without the batch
+    dimension, and ``__getitems__`` (which DataLoader uses) renders a whole batch in one vectorised pass."""
+
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def generate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.generate([int(index)])
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Batched fetching for DataLoader (one vectorised render per batch)."""
+        batch = self.generate(list(indices))
+        return [{k: v[i] for k, v in batch.items()} for i in range(len(indices))]
+
+
+class Shapes(RenderedDataset):
     """Procedural semantic segmentation: textured shapes of 6 kinds over a textured background.
 
     Sample ``i`` is a dict ``{"image": (3, H, W) float32 in [0, 1], "label": (H, W) int64}`` with labels
@@ -296,9 +319,6 @@ class Shapes(Dataset):
             texture_size = min(384, max(96, 2 * max(self.size)))
         self.pool = texture_pool(textures, texture_size)
 
-    def __len__(self) -> int:
-        return self.length
-
     def _params(self, index: int) -> dict:
         rng = random.Random(sample_seed(self.seed, index))
         h, w = self.size
@@ -334,12 +354,3 @@ class Shapes(Dataset):
             hi = F.max_pool2d(lab, 3, 1, 1)
             label = torch.where((hi != lo).squeeze(1), torch.full_like(label, 255), label)
         return {"image": image, "label": label}
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        batch = self.generate([int(index)])
-        return {k: v[0] for k, v in batch.items()}
-
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
-        """Batched fetching for DataLoader (one vectorised render per batch)."""
-        batch = self.generate(list(indices))
-        return [{k: v[i] for k, v in batch.items()} for i in range(len(indices))]

@@ -4,7 +4,7 @@ A block belongs here once a second family uses it; a block only one family uses 
 """
 from zoo.layers.anchors import DeviceAnchorGenerator
 from zoo.layers.conv import ConvModule
-from zoo.layers.heads import BaseDecodeHead, EncoderDecoder, FCNHead, fcn_head
+from zoo.layers.heads import BaseDecodeHead, EncoderDecoder, FCNHead, fcn_head, segmentation_outputs
 from zoo.layers.lsdfn_branch import LSDFNBranch
 from zoo.layers.norm import NormSpec, make_norm
 from zoo.layers.resnet import (RESNET_DEPTHS, BasicBlock, Bottleneck, Conv2Factory, ResNet, dcn_conv2_factory,
@@ -13,4 +13,5 @@ from zoo.layers.upsample import FixedBilinearUpsample, bilinear_kernel
 
 __all__ = ["BaseDecodeHead", "BasicBlock", "Bottleneck", "Conv2Factory", "ConvModule", "DeviceAnchorGenerator",
            "EncoderDecoder", "FCNHead", "FixedBilinearUpsample", "LSDFNBranch", "NormSpec", "RESNET_DEPTHS", "ResNet",
-           "bilinear_kernel", "dcn_conv2_factory", "fcn_head", "freeze_stages", "make_norm", "resnet", "resnet_depth"]
+           "bilinear_kernel", "dcn_conv2_factory", "fcn_head", "freeze_stages", "make_norm", "resnet", "resnet_depth",
+           "segmentation_outputs"]

@@ -2,6 +2,7 @@
 ``FCNHead`` and ``EncoderDecoder`` (with mmseg's key names), and torchvision's FCN head."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable
 
 from torch import Tensor, nn
@@ -10,7 +11,7 @@ from zoo.layers.conv import ConvModule
 from zoo.layers.resnet import ResNet
 from zoo.checks import check_shape
 
-__all__ = ["BaseDecodeHead", "EncoderDecoder", "FCNHead", "fcn_head"]
+__all__ = ["BaseDecodeHead", "EncoderDecoder", "FCNHead", "fcn_head", "segmentation_outputs"]
 
 
 class BaseDecodeHead(nn.Module):
@@ -58,14 +59,21 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         check_shape(x, "B,C,H,W", "x", C=3)
-        feats = self.backbone(x)
-        out = self.decode_head(feats[-1])
-        if not self.training:
-            return out
-        result = {"out": out}
-        if self.auxiliary_head is not None:
-            result["aux"] = self.auxiliary_head(feats[0])
-        return result
+        return segmentation_outputs(self.backbone(x), self.decode_head, self.auxiliary_head, self.training)
+
+
+def segmentation_outputs(feats: Sequence[Tensor], head: nn.Module, aux_head: nn.Module | None,
+                         training: bool) -> Tensor | dict[str, Tensor]:
+    """The output of a segmenter with an optional auxiliary head, torchvision's convention: ``head``'s logits
+    on the last feature map; in training ``{"out": those, "aux": aux_head(feats[0])}`` (``"aux"`` only with
+    an auxiliary head, which eval mode does not run)."""
+    out = head(feats[-1])
+    if not training:
+        return out
+    result = {"out": out}
+    if aux_head is not None:
+        result["aux"] = aux_head(feats[0])
+    return result
 
 
 def fcn_head(in_channels: int, num_classes: int, norm_layer: Callable[[int], nn.Module]) -> nn.Sequential:

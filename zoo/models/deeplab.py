@@ -38,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from zoo.archs import register_arch
-from zoo.layers import Conv2Factory, LSDFNBranch, NormSpec, ResNet, fcn_head, make_norm, resnet, resnet_depth
+from zoo.layers import (Conv2Factory, LSDFNBranch, NormSpec, ResNet, fcn_head, make_norm, resnet, resnet_depth,
+                        segmentation_outputs)
 from zoo.ops._checks import check_shape
 from zoo.ops.aspp import ASPP
 from zoo.ops.multiscale import multiscale_fusion
@@ -65,14 +66,7 @@ class DeepLabV3(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         check_shape(x, "B,C,H,W", "x", C=3)
-        feats = self.backbone(x)
-        out = self.classifier(feats[-1])
-        if not self.training:
-            return out
-        result = {"out": out}
-        if self.aux_classifier is not None:
-            result["aux"] = self.aux_classifier(feats[0])
-        return result
+        return segmentation_outputs(self.backbone(x), self.classifier, self.aux_classifier, self.training)
 
 
 class DeepLabV2(nn.Module):

@@ -43,6 +43,12 @@ def _reset_children(module: nn.Module) -> None:
             m.reset_parameters()
 
 
+def _check_guided(x: torch.Tensor, y: torch.Tensor, in_xC: int, in_yC: int) -> None:
+    """x (B, in_xC, H, W) and its guidance y (B, in_yC, H, W): the same batch and size."""
+    sx = check_shape(x, "B,C,H,W", "x", C=in_xC)
+    check_shape(y, "B,C,H,W", "y", B=sx["B"], C=in_yC, H=sx["H"], W=sx["W"])
+
+
 class BasicConv2d(nn.Module):
     """HDFNet's Conv2d (no bias) + BatchNorm2d + ReLU, parameters under ``basicconv.0`` / ``basicconv.1``."""
 
@@ -111,8 +117,7 @@ class DepthDC(nn.Module):
         _reset_children(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        sx = check_shape(x, "B,C,H,W", "x", C=self.in_xC)
-        check_shape(y, "B,C,H,W", "y", B=sx["B"], C=self.in_yC, H=sx["H"], W=sx["W"])
+        _check_guided(x, y, self.in_xC, self.in_yC)
         kernel = self.generate_kernel(y)
         return self.fuse(dynamic_local_filter(x, kernel, self.kernel_size, self.dilation))
 
@@ -137,8 +142,7 @@ class DDPM(nn.Module):
         _reset_children(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        sx = check_shape(x, "B,C,H,W", "x", C=self.in_xC)
-        check_shape(y, "B,C,H,W", "y", B=sx["B"], C=self.in_yC, H=sx["H"], W=sx["W"])
+        _check_guided(x, y, self.in_xC, self.in_yC)
         x = self.down_input(x)
         outs = [getattr(self, f"branch_{d}")(x, y) for d in self.dilations]
         return self.fuse(torch.cat((x, *outs), dim=1))
