@@ -4,6 +4,7 @@ A block belongs here once a second family uses it; a block only one family uses 
 """
 from zoo.layers.anchors import DeviceAnchorGenerator
 from zoo.layers.conv import ConvModule
+from zoo.layers.fcos import centerness_targets, dice_loss, fcos_ious, fcos_losses, fcos_targets
 from zoo.layers.heads import BaseDecodeHead, EncoderDecoder, FCNHead, fcn_head
 from zoo.layers.lsdfn_branch import LSDFNBranch
 from zoo.layers.norm import NormSpec, make_norm
@@ -13,4 +14,5 @@ from zoo.layers.upsample import FixedBilinearUpsample, bilinear_kernel
 
 __all__ = ["BaseDecodeHead", "BasicBlock", "Bottleneck", "Conv2Factory", "ConvModule", "DeviceAnchorGenerator",
            "EncoderDecoder", "FCNHead", "FixedBilinearUpsample", "LSDFNBranch", "NormSpec", "RESNET_DEPTHS", "ResNet",
-           "bilinear_kernel", "dcn_conv2_factory", "fcn_head", "freeze_stages", "make_norm", "resnet", "resnet_depth"]
+           "bilinear_kernel", "centerness_targets", "dcn_conv2_factory", "dice_loss", "fcn_head", "fcos_ious",
+           "fcos_losses", "fcos_targets", "freeze_stages", "make_norm", "resnet", "resnet_depth"]
