@@ -10,9 +10,13 @@ from zoo.layers.lsdfn_branch import LSDFNBranch
 from zoo.layers.norm import NormSpec, make_norm
 from zoo.layers.resnet import (RESNET_DEPTHS, BasicBlock, Bottleneck, Conv2Factory, ResNet, dcn_conv2_factory,
                                freeze_stages, resnet, resnet_depth)
+from zoo.layers.rfcn import (RFCN, RFCNBackbone, RFCNRoIHeads, RFCNRPNHead, inclusive_roi_rows, ps_roi_vote,
+                             rfcn_detector, rfcn_detector_args)
 from zoo.layers.upsample import FixedBilinearUpsample, bilinear_kernel
 
 __all__ = ["BaseDecodeHead", "BasicBlock", "Bottleneck", "Conv2Factory", "ConvModule", "DeviceAnchorGenerator",
-           "EncoderDecoder", "FCNHead", "FixedBilinearUpsample", "LSDFNBranch", "NormSpec", "RESNET_DEPTHS", "ResNet",
-           "bilinear_kernel", "centerness_targets", "dcn_conv2_factory", "dice_loss", "fcn_head", "fcos_ious",
-           "fcos_losses", "fcos_targets", "freeze_stages", "make_norm", "resnet", "resnet_depth"]
+           "EncoderDecoder", "FCNHead", "FixedBilinearUpsample", "LSDFNBranch", "NormSpec", "RESNET_DEPTHS", "RFCN",
+           "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads", "ResNet", "bilinear_kernel", "centerness_targets",
+           "dcn_conv2_factory", "dice_loss", "fcn_head", "fcos_ious", "fcos_losses", "fcos_targets", "freeze_stages",
+           "inclusive_roi_rows", "make_norm", "ps_roi_vote", "resnet", "resnet_depth", "rfcn_detector",
+           "rfcn_detector_args"]
