@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from zoo.layers.rfcn import RFCNRoIHeads, RFCNRPNHead, inclusive_roi_rows, ps_roi_vote
-from zoo.ops.deform_roi_pool import deform_ps_roi_pool
+from zoo.ops.deform_ps_roi_pool import deform_ps_roi_pool
 
 
 # ------------------------------------------------------------------------------------------- 1. exceptions

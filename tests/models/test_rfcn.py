@@ -14,7 +14,7 @@ from zoo.layers.rfcn import RFCNRoIHeads
 from zoo.models.resnet import resnet
 from zoo.models.rfcn import rfcn
 from zoo.ops.deform_conv import DeformConv2d
-from zoo.ops.deform_roi_pool import DeformPSRoIPool
+from zoo.ops.deform_ps_roi_pool import DeformPSRoIPool
 from zoo.ops.lsdfn import LSDFN
 
 LSDFN_ARGS = {"out_channels": 24, "reduce_channels": 256, "kernel_size": 3, "samples_per_side": 5, "sample_stride": 3}

@@ -28,7 +28,7 @@ from zoo.errors import InputError
 from zoo.layers.anchors import DeviceAnchorGenerator
 from zoo.layers.lsdfn_branch import LSDFNBranch
 from zoo.layers.resnet import dcn_conv2_factory, resnet
-from zoo.ops.deform_roi_pool import DeformPSRoIPool
+from zoo.ops.deform_ps_roi_pool import DeformPSRoIPool
 
 __all__ = ["COCO_NUM_CLASSES", "PIXEL_MEANS_RGB", "RFCN", "RFCNBackbone", "RFCNRPNHead", "RFCNRoIHeads",
            "inclusive_roi_rows", "ps_roi_vote", "rfcn_detector", "rfcn_detector_args"]

@@ -68,7 +68,7 @@ As ``resnet_v1_101_rfcn_dcn.py``:
   padding 2, ``deform_groups`` = 4 offset fields (``num_deformable_group=4``), no bias) whose offsets
   come from ``conv2.conv_offset`` (MXNet ``res5?_branch2b_offset``: 3x3, dilation 2, padding 2,
   512 -> 72 = 4 x 2 x 9 channels, with bias; zero-initialised as the reference's ``init_weight_rfcn``).
-- ``deform_psroi``: both PS poolings are :class:`zoo.ops.deform_roi_pool.DeformPSRoIPool` (the
+- ``deform_psroi``: both PS poolings are :class:`zoo.ops.deform_ps_roi_pool.DeformPSRoIPool` (the
   authors' ``DeformablePSROIPooling``: 7 x 7 bins, group and part size 7, ``sample_per_part`` 4,
   ``trans_std`` 0.1, spatial scale 1/16), followed by the same average voting. Offsets:
   ``roi_heads.rfcn_cls_pool.conv_offset`` (MXNet ``rfcn_cls_offset_t``: 1x1 1024 -> 2 x 49 x (C+1),
