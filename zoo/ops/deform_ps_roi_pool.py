@@ -1,7 +1,8 @@
 """Deformable position-sensitive RoI pooling (R-FCN + DCN).
 
 Paper: Dai et al., "Deformable Convolutional Networks", ICCV 2017 (https://arxiv.org/abs/1703.06211),
-Sec. 2.2 "Position-Sensitive (PS) RoI Pooling" and Fig. 4; the semantics are those of the authors' kernel, msracver/Deformable-ConvNets@6aeda878a95bcb55eadffbe125804e730574de8d:
+Sec. 2.2 "Position-Sensitive (PS) RoI Pooling" and Fig. 4; the semantics are those of the authors' kernel,
+msracver/Deformable-ConvNets@6aeda878a95bcb55eadffbe125804e730574de8d:
 rfcn/operator_cxx/deformable_psroi_pooling.cu (``DeformablePSROIPoolForwardKernel``), which is not
 RoIAlign. With G = ``group_size``, P = ``pooled_size`` (default G), S = ``sample_per_part``,
 T = ``part_size`` (default P), D output channels and M offset classes:
