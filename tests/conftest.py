@@ -10,6 +10,7 @@ from torch import nn
 
 from support.hub_server import hf_cache, hub_no_backoff, hub_server  # noqa: F401  (fixtures)
 from support.olah_check import olah  # noqa: F401  (fixture; skips unless ZOO_OLAH_CLI is set)
+from support.site_entries import site_entries  # noqa: F401  (fixture: the site tests' registry)
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("ZOO_REALDATA", ROOT.parent / "shared" / "realdata"))

@@ -1,7 +1,5 @@
-"""The static site (zoo.cards.site): Markdown subset, generated pages, staleness, and the built site in headless Chromium.
-
-Browser tests use Selenium with Debian's chromium and chromium-driver and skip, saying what to install,
-when either is missing. ``ZOO_SITE_SCREENSHOTS=DIR`` saves screenshots of the pages they open.
+"""The static site (zoo.cards.site): Markdown subset, generated pages, staleness, the output directory. The
+built site in headless Chromium: tests/test_site_browser.py; the registry both use: tests/support/site_entries.py.
 """
 from __future__ import annotations
 
@@ -11,87 +9,22 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-import zoo
 import zoo.cards as C
 from conftest import SMALL_ENTRY
+from support.site_entries import HAND, REVISION, SHA, hub_weights, index_data
 from zoo.cards.index import INDEX_COLUMNS
 from zoo.cards.markdown import markdown_to_html
 from zoo.cards.site import SITE_MARKER, build_site, site_files, site_problems
-from zoo.cards.stats import model_stats
 from zoo.cli import main
 from zoo.errors import RegistryError, SiteError
 from zoo.registry import default_registry, parse_entry
-
-HAND = {
-    "Summary": "A **tiny** segmentation network for the site tests, built from zoo's ASPP and a 1x1 classifier; "
-               "see [the DeepLab v3 paper](https://arxiv.org/abs/1706.05587). Not a <script>alert(1)</script> model.",
-    "Architecture": "- stem: 3x3 conv, stride 2, BN, ReLU\n- ASPP (v3) with rates 1, 2, 3\n  - image pooling branch\n"
-                    "- 1x1 classifier to `num_classes`",
-    "Limitations": "Trained on nothing real: the numbers in the registry exist only to exercise the site, the "
-                   "card renderer and the consistency tests of the zoo.",
-}
-REVISION = "0123456789abcdef0123456789abcdef01234567"
-SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-
-
-def _weights(tag: str, metrics: list[tuple[str, str, str, float]], extra: str | None = None) -> dict:
-    tags = {tag: {"hub": {"repo": "zoo-test/site-model", "revision": REVISION, "file": "model.safetensors",
-                          "sha256": SHA, "size": 123456}, "source": "made for the site tests", "license": "apache-2.0",
-                  "metrics": [{"dataset": d, "split": s, "metric": m, "value": v, "measured": "`python eval.py`"}
-                              for d, s, m, v in metrics]}}
-    if extra:
-        tags[extra] = {**copy.deepcopy(tags[tag]), "hub": {**tags[tag]["hub"], "revision": "f" * 40},
-                       "metrics": [{"dataset": "COCO", "split": "val", "metric": "mIoU", "value": 12.5, "measured": "x"}]}
-    return {"default": tag, "tags": tags}
-
-
-class TinyClassifier(nn.Module):
-    def __init__(self, num_classes: int = 10):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).mean((2, 3)))
-
-
-def tiny_classifier(*, num_classes: int = 10) -> nn.Module:
-    return TinyClassifier(num_classes)
-
-
-@pytest.fixture
-def site_entries(user_registry, tmp_path, monkeypatch):
-    """Three user entries (two tasks, two with weights and metrics) and a cards dir holding a card for
-    every registry entry; returns the three user ModelInfos."""
-    entry = {**copy.deepcopy(SMALL_ENTRY), "card": "test-small-segnet-voc.md",
-             "weights": _weights("voc", [("VOC2012", "val", "mIoU", 71.3), ("VOC2012", "val", "pixel accuracy", 93.1)],
-                                 "coco")}
-    voc = parse_entry("test-small-segnet-voc", entry, "tests/test_site.py")
-    default_registry().add(voc)
-    zoo.register_arch("test_tiny_classifier", tiny_classifier, replace=True)
-    entry = copy.deepcopy(SMALL_ENTRY)
-    entry.update(task="image-classification", arch="test_tiny_classifier", args={"num_classes": 10},
-                 classifier=["fc"], input_size=[3, 32, 32], card="test-tiny-classifier.md",
-                 weights=_weights("in1k", [("ImageNet-1k", "val", "top-1", 55.5)]))
-    cls = parse_entry("test-tiny-classifier", entry, "tests/test_site.py")
-    default_registry().add(cls)
-    cards = tmp_path / "cards"
-    cards.mkdir()
-    monkeypatch.setattr(C, "cards_dir", lambda: cards)
-    for info in default_registry():
-        assert not (cards / info.card).exists(), f"two entries share the card {info.card}"
-        (cards / info.card).write_text(C.render_card(info, HAND), encoding="utf-8")
-    return [zoo.model_info("test-small-segnet"), voc, cls]
 
 
 # ---------------------------------------------------------------------------------- Markdown subset
@@ -119,14 +52,10 @@ def test_markdown_is_escaped_and_unsafe_links_are_dropped():
 
 
 # ---------------------------------------------------------------------------------- generated files
-def _index_data(text: str) -> dict:
-    m = re.search(r'<script type="application/json" id="zoo-index">(.*?)</script>', text, flags=re.S)
-    return json.loads(m.group(1))
-
 
 def test_index_embeds_every_entry_with_computed_stats(site_entries):
     files = site_files(site_entries)
-    data = _index_data(files["index.html"])
+    data = index_data(files["index.html"])
     rows = {r["name"]: r for r in data["models"]}
     assert list(rows) == [i.name for i in site_entries]
     cls = rows["test-tiny-classifier"]
@@ -189,7 +118,7 @@ def test_site_is_current_then_stale_when_the_registry_changes(site_entries, tmp_
                                                     "arch": "test_tiny_classifier", "args": {"num_classes": 10},
                                                     "classifier": ["fc"], "input_size": [3, 32, 32],
                                                     "card": "test-tiny-classifier.md",
-                                                    "weights": _weights("in1k", [("ImageNet-1k", "val", "top-1", 56.0)])})
+                                                    "weights": hub_weights("in1k", [("ImageNet-1k", "val", "top-1", 56.0)])})
     infos = [*site_entries[:2], changed]
     (C.cards_dir() / changed.card).write_text(C.render_card(changed, HAND))
     problems = site_problems(out, infos)
@@ -222,7 +151,7 @@ def test_site_of_the_shipped_registry_builds_and_is_current(tmp_path):
     out = tmp_path / "site"
     build_site(out)
     assert site_problems(out) == []
-    names = [r["name"] for r in _index_data((out / "index.html").read_text())["models"]]
+    names = [r["name"] for r in index_data((out / "index.html").read_text())["models"]]
     assert names == [i.name for i in default_registry()]
     assert sorted(p.stem for p in (out / "models").glob("*.html")) == sorted(names)
 
@@ -392,148 +321,3 @@ def test_fuzz_builds_never_touch_files_they_did_not_write(monkeypatch, first, fi
             if rel.startswith("site/") and rel[len("site/"):] in licensed:
                 continue
             assert after.get(rel) == data, f"{rel} was changed or removed"
-
-
-# ---------------------------------------------------------------------------------- headless Chromium
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,900")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="browser tests need the Python package selenium (pip install -e '.[test]')")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("browser tests need Debian's chromium and chromium-driver "
-                    "(apt-get install -y chromium chromium-driver); not found on PATH")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="zoo-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def _console_errors(driver) -> list[str]:
-    return [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-
-
-def _shot(driver, name: str) -> None:
-    folder = os.environ.get("ZOO_SITE_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
-
-
-def _visible(driver) -> list[str]:
-    return [tr.get_attribute("data-name") for tr in driver.find_elements("css selector", "#models tbody tr")
-            if tr.is_displayed()]
-
-
-@pytest.fixture
-def site(site_entries, tmp_path, browser):
-    out = tmp_path / "site"
-    build_site(out, site_entries)
-    browser.get_log("browser")  # drop messages of earlier pages
-    browser.get((out / "index.html").as_uri())
-    return out
-
-
-def test_browser_search_narrows_the_list(site, browser):
-    from selenium.webdriver.common.by import By
-
-    names = ["test-small-segnet", "test-small-segnet-voc", "test-tiny-classifier"]
-    assert _visible(browser) == names
-    assert browser.find_element(By.ID, "count").text == "3 of 3 models"
-    search = browser.find_element(By.ID, "search")
-    search.send_keys("classifier")
-    assert _visible(browser) == ["test-tiny-classifier"]
-    search.clear()
-    search.send_keys("voc2012 miou")  # every term must match: name, task, paper, metric, dataset ...
-    assert _visible(browser) == ["test-small-segnet-voc"]
-    search.clear()
-    search.send_keys("no such model")
-    assert _visible(browser) == [] and browser.find_element(By.ID, "empty").is_displayed()
-    search.clear()
-    search.send_keys(" ")
-    assert _visible(browser) == names and not browser.find_element(By.ID, "empty").is_displayed()
-    assert _console_errors(browser) == []
-
-
-def test_browser_task_and_pretrained_filters(site, browser):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
-    task = Select(browser.find_element(By.ID, "task"))
-    assert [o.get_attribute("value") for o in task.options] == ["", "semantic-segmentation", "image-classification"]
-    task.select_by_value("image-classification")
-    assert _visible(browser) == ["test-tiny-classifier"]
-    task.select_by_value("semantic-segmentation")
-    assert _visible(browser) == ["test-small-segnet", "test-small-segnet-voc"]
-    browser.find_element(By.ID, "pretrained").click()
-    assert _visible(browser) == ["test-small-segnet-voc"]
-    assert browser.find_element(By.ID, "count").text == "1 of 3 models"
-    task.select_by_value("")
-    assert _visible(browser) == ["test-small-segnet-voc", "test-tiny-classifier"]
-    _shot(browser, "index-filtered")
-    assert _console_errors(browser) == []
-
-
-def test_browser_columns_sort(site, browser):
-    from selenium.webdriver.common.by import By
-
-    data = {r["name"]: r for r in _index_data((site / "index.html").read_text())["models"]}
-    header = browser.find_element(By.CSS_SELECTOR, '#models th[data-key="gflops"] button')
-    header.click()
-    assert _visible(browser) == sorted(data, key=lambda n: data[n]["gflops"])
-    assert browser.find_element(By.CSS_SELECTOR, '#models th[data-key="gflops"]').get_attribute("aria-sort") == "ascending"
-    header.click()
-    assert _visible(browser) == sorted(data, key=lambda n: -data[n]["gflops"])
-    browser.find_element(By.CSS_SELECTOR, '#models th[data-key="params"] button').click()
-    assert _visible(browser) == sorted(data, key=lambda n: data[n]["params"])
-    browser.find_element(By.CSS_SELECTOR, '#models th[data-key="metric"] button').click()
-    # by metric name, then value; entries without a metric last
-    assert _visible(browser) == ["test-small-segnet-voc", "test-tiny-classifier", "test-small-segnet"]
-    _shot(browser, "index")
-    assert _console_errors(browser) == []
-
-
-def test_browser_model_page_opens_from_the_index_with_the_right_metrics(site, browser):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.find_element(By.LINK_TEXT, "test-small-segnet-voc").click()
-    assert browser.current_url.endswith("/models/test-small-segnet-voc.html")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "test-small-segnet-voc"
-    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in browser.find_elements(By.CSS_SELECTOR, "#metrics-table tbody tr")]
-    assert [r[:5] for r in rows] == [
-        ["voc (default)", "VOC2012", "val", "mIoU", "71.3"],
-        ["voc (default)", "VOC2012", "val", "pixel accuracy", "93.1"],
-        ["coco", "COCO", "val", "mIoU", "12.5"],
-    ]
-    weights = browser.find_element(By.ID, "weights-tags").text
-    assert REVISION in weights and SHA in weights
-    params = browser.find_element(By.ID, "params").text
-    assert params.replace(",", "") == str(model_stats(zoo.model_info("test-small-segnet-voc")).params)
-    button = browser.find_element(By.CSS_SELECTOR, "#usage ~ .code .copy")
-    button.click()
-    # the clipboard write resolves asynchronously and the label reverts after 1.5 s; the title stays
-    WebDriverWait(browser, 10, poll_frequency=0.05).until(lambda _: button.get_attribute("title"))
-    assert button.get_attribute("title") in (
-        "Copied to the clipboard", "The code is selected: press Ctrl+C to copy it")
-    _shot(browser, "model-page")
-    browser.find_element(By.LINK_TEXT, "← all models").click()
-    assert browser.current_url.endswith("/index.html") and len(_visible(browser)) == 3
-    assert _console_errors(browser) == []

@@ -5,9 +5,9 @@ A checkpoint (``checkpoint-SSSSSSS.pt`` in the run directory, written with ``tor
 / Python RNG states, so a resumed run continues bit-identically. Only the newest ``keep`` are kept. The
 final weights are ``model.safetensors`` (:func:`save_weights`).
 
-Weight averaging (:meth:`Checkpointer.average`): the uniform mean of the model tensors of several
-checkpoints of one run (timm's ``avg_checkpoints.py``; SWA, Izmailov et al. 2018, averages the iterates
-of a constant or cyclic lr phase).
+Weight averaging (:meth:`Checkpointer.average`, :func:`average_checkpoints`): the uniform mean of the model
+tensors of several checkpoints of one run (timm's ``avg_checkpoints.py``; SWA, Izmailov et al. 2018, averages
+the iterates of a constant or cyclic lr phase).
 
 Warm start (:func:`warm_start`): after the seeded initialisation, every tensor whose name and shape match
 registry weights ``MODEL.TAG`` or a weights file is copied in (e.g. FlowNetC from FlowNetS weights: all but
@@ -31,7 +31,7 @@ from zoo.errors import StateDictMismatchError, WeightsError
 from zoo.factory import create
 from zoo.weights import expand_state_dict, read_state_dict, unwrap_checkpoint
 
-__all__ = ["Checkpointer", "save_weights", "unwrap_model", "warm_start"]
+__all__ = ["Checkpointer", "average_checkpoints", "save_weights", "unwrap_model", "warm_start"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -143,6 +143,11 @@ class Checkpointer:
                 last[key] = value
         return {k: (total[k] / len(paths)).to(dtype or v.dtype).contiguous() if k in total else v.clone().contiguous()
                 for k, v in last.items()}
+
+
+def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Uniform average of the model tensors of several checkpoints of one run (:meth:`Checkpointer.average`)."""
+    return Checkpointer.average(paths, dtype)
 
 
 def _check_same_layout(state: Mapping[str, torch.Tensor], reference: Mapping[str, tuple[int, ...]], path: Path,

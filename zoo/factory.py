@@ -150,19 +150,30 @@ def create(
     if weights_path is None:
         model = build_model(info, **overrides).to(device=device, dtype=dtype)
     else:
-        # Read (and check) the file before building, so a bad file costs nothing and loads nothing.
-        state = W.read_state_dict(weights_path, allow_pickle=allow_pickle)
-        if user_file:
-            state = W.strip_prefixes(state)
-        with torch.device("meta"), skip_init():
-            model = build_model(info, **overrides)
-        tensors, _ = W.match_state_dict(
-            model, state, reinit=info.classifier if classes_changed else (), strict=strict,
-            what=f"weights {weights_path}",
-        )
-        W.load_into_meta_model(model, tensors, device=device, dtype=dtype)
+        model = _build_from_file(info, overrides, weights_path, user_file=user_file,
+                                 reinit=info.classifier if classes_changed else (), strict=strict,
+                                 allow_pickle=allow_pickle, device=device, dtype=dtype)
     model.eval()
     _attach(model, info, tag, classes_changed)
+    return model
+
+
+def _build_from_file(info: ModelInfo, overrides: dict[str, Any], weights_path: Path, *, user_file: bool,
+                     reinit: tuple[str, ...], strict: bool, allow_pickle: bool, device: torch.device,
+                     dtype: torch.dtype | None) -> nn.Module:
+    """Model ``info`` (constructor arguments ``overrides``) built on the meta device and loaded from
+    ``weights_path``; ``module.`` / ``_orig_mod.`` prefixes are stripped from a ``user_file``."""
+    # Read (and check) the file before building, so a bad file costs nothing and loads nothing.
+    state = W.read_state_dict(weights_path, allow_pickle=allow_pickle)
+    if user_file:
+        state = W.strip_prefixes(state)
+    with torch.device("meta"), skip_init():
+        model = build_model(info, **overrides)
+    tensors, _ = W.match_state_dict(
+        model, state, reinit=reinit, strict=strict,
+        what=f"weights {weights_path}",
+    )
+    W.load_into_meta_model(model, tensors, device=device, dtype=dtype)
     return model
 
 

@@ -1,4 +1,4 @@
-"""CoupleNet and CoupleNet + LS-DFN (zoo.models.rfcn.couplenet): the authors' released layout
+"""CoupleNet and CoupleNet + LS-DFN (zoo.models.couplenet): the authors' released layout
 (tshizys/CoupleNet@3187614dc35c4f52e560c6ad9f2550d37bae7b81 test_agnostic.prototxt). Real forwards run at
 160 x 192 with few proposals; the heavy checks build on the meta device."""
 from __future__ import annotations
@@ -10,8 +10,10 @@ from torch import nn
 from torchvision.ops import roi_pool
 
 from zoo.layers import LSDFNBranch
+from zoo.layers.rfcn import inclusive_roi_rows, ps_roi_vote
+from zoo.models.couplenet import CoupleNetRoIHeads, couplenet
 from zoo.models.resnet import resnet
-from zoo.models.rfcn import CoupleNetRoIHeads, couplenet, inclusive_roi_rows, ps_roi_vote, rfcn
+from zoo.models.rfcn import rfcn
 
 from models.test_rfcn import LSDFN_ARGS, SMALL, n_params, tame
 

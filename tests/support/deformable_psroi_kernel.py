@@ -1,5 +1,5 @@
 """A line-by-line Python port of the authors' deformable PS RoI pooling CUDA kernels, kept as a test oracle
-for zoo.ops.deform_roi_pool.deform_ps_roi_pool.
+for zoo.ops.deform_ps_roi_pool.deform_ps_roi_pool.
 
 Source (MIT): msracver/Deformable-ConvNets@6aeda878a95bcb55eadffbe125804e730574de8d:
 rfcn/operator_cxx/deformable_psroi_pooling.cu, ``DeformablePSROIPoolForwardKernel`` and

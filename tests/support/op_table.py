@@ -40,15 +40,8 @@ from zoo.ops.deform_conv import (
     deform_conv2d_reference,
     modulated_deform_conv2d,
 )
-from zoo.ops.deform_roi_pool import (
-    DeformPSRoIPool,
-    DeformRoIPool,
-    ModulatedDeformRoIPool,
-    deform_ps_roi_pool,
-    deform_ps_roi_pool_reference,
-    deform_roi_pool,
-    deform_roi_pool_reference,
-)
+from zoo.ops.deform_ps_roi_pool import DeformPSRoIPool, deform_ps_roi_pool, deform_ps_roi_pool_reference
+from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool, deform_roi_pool, deform_roi_pool_reference
 from zoo.ops.depth_dc import DDPM, DepthDC
 from zoo.ops.dmnet import DynamicConvModule, dynamic_depthwise_conv2d, dynamic_depthwise_conv2d_reference
 from zoo.ops.dy_conv import DyConv2d, dy_conv2d, dy_conv2d_reference
@@ -714,6 +707,24 @@ def _roi_module():
     return Call(m, (x, rois))
 
 
+DEFORM_ROI_POOL_FAMILY = Family(
+    "deform_roi_pool",
+    reference=[Reference("random", _roi_pairs, [(sr, out) for sr in (0, 1, 2) for out in ((3, 4), (2, 2))],
+                         tol((1e-5, 1e-5), (1e-12, 1e-12)))],
+    # The adaptive grid runs up to 6 x 6 samples per bin here, so check it with random projections.
+    gradcheck=[*(Gradcheck(f"sampling_ratio{sr}", lambda sr=sr: _roi_grad(sr), fast_mode=sr <= 0) for sr in (0, 2))],
+    meta=[*(Meta(cls.__name__, lambda cls=cls: Call(cls(7, 4, 32, spatial_scale=0.25, sampling_ratio=2),
+                                                    (torch.empty(2, 4, 10, 12), torch.empty(5, 5))), (5, 4, 7, 7))
+            for cls in (DeformRoIPool, ModulatedDeformRoIPool))],
+    # bf16 rounds the RoI corners too
+    bfloat16=[BFloat16("ModulatedDeformRoIPool", _roi_module, rtol=0.05, atol=0.1)],
+    traced=[Traced("ModulatedDeformRoIPool", "export", _roi_module),
+            Traced("functional", "aot_eager",
+                   lambda: Call(deform_roi_pool, (*roi_pool_inputs(), (3, 4), 0.25, 2)))],
+)
+
+
+# --- deform_ps_roi_pool ---------------------------------------------------------------------------------
 def ps_roi_pool_inputs(n=2, d=6, g=3, h=11, w=9, classes=1, part=3, dtype=F32, seed=0):
     """Deformable PS RoI pooling: score maps x (n, d*g*g, h, w), the ROIS (image index clamped to n - 1) and
     offsets (K, 2*classes, part, part)."""
@@ -752,28 +763,17 @@ def _ps_module():
     return Call(m, (x, rois, torch.randn(2, 5, 11, 9)))
 
 
-DEFORM_ROI_POOL_FAMILY = Family(
-    "deform_roi_pool",
-    reference=[Reference("random", _roi_pairs, [(sr, out) for sr in (0, 1, 2) for out in ((3, 4), (2, 2))],
-                         tol((1e-5, 1e-5), (1e-12, 1e-12))),
-               Reference("ps-random", _ps_pairs, PS_SETTINGS, tol((1e-5, 1e-5), (1e-12, 1e-12)))],
-    # The adaptive grid runs up to 6 x 6 samples per bin here, so check it with random projections.
-    gradcheck=[*(Gradcheck(f"sampling_ratio{sr}", lambda sr=sr: _roi_grad(sr), fast_mode=sr <= 0) for sr in (0, 2)),
-               Gradcheck("ps", _ps_grad)],
-    meta=[*(Meta(cls.__name__, lambda cls=cls: Call(cls(7, 4, 32, spatial_scale=0.25, sampling_ratio=2),
-                                                    (torch.empty(2, 4, 10, 12), torch.empty(5, 5))), (5, 4, 7, 7))
-            for cls in (DeformRoIPool, ModulatedDeformRoIPool)),
-          Meta("DeformPSRoIPool", lambda: Call(DeformPSRoIPool(16, 3, 7, spatial_scale=0.25, offset_classes=3),
+DEFORM_PS_ROI_POOL_FAMILY = Family(
+    "deform_ps_roi_pool",
+    reference=[Reference("random", _ps_pairs, PS_SETTINGS, tol((1e-5, 1e-5), (1e-12, 1e-12)))],
+    gradcheck=[Gradcheck("functional", _ps_grad)],
+    meta=[Meta("DeformPSRoIPool", lambda: Call(DeformPSRoIPool(16, 3, 7, spatial_scale=0.25, offset_classes=3),
                                                (torch.empty(2, 147, 10, 12), torch.empty(5, 5),
                                                 torch.empty(2, 16, 10, 12))), (5, 3, 7, 7))],
     # bf16 rounds the RoI corners too
-    bfloat16=[BFloat16("ModulatedDeformRoIPool", _roi_module, rtol=0.05, atol=0.1),
-              BFloat16("DeformPSRoIPool", _ps_module, rtol=0.05, atol=0.1)],
-    traced=[Traced("ModulatedDeformRoIPool", "export", _roi_module),
+    bfloat16=[BFloat16("DeformPSRoIPool", _ps_module, rtol=0.05, atol=0.1)],
+    traced=[Traced("DeformPSRoIPool", "export", _ps_module),
             Traced("functional", "aot_eager",
-                   lambda: Call(deform_roi_pool, (*roi_pool_inputs(), (3, 4), 0.25, 2))),
-            Traced("DeformPSRoIPool", "export", _ps_module),
-            Traced("ps-functional", "aot_eager",
                    lambda: Call(deform_ps_roi_pool, (*ps_roi_pool_inputs(), 3, None, None, 2, 0.1, 0.25)))],
 )
 
@@ -1247,6 +1247,6 @@ MULTISCALE_FAMILY = Family(
 
 FAMILIES: tuple[Family, ...] = (
     ASPP_FAMILY, CAC_FAMILY, COND_CONV_FAMILY, CONTEXT_MODULE_FAMILY, CORRELATION_FAMILY, DEFORM_CONV_FAMILY,
-    DEFORM_ROI_POOL_FAMILY, DEPTH_DC_FAMILY, DMNET_FAMILY, DY_CONV_FAMILY, DYNAMIC_FILTER_FAMILY,
-    DYNAMIC_MASK_HEAD_FAMILY, DYNET_FAMILY, LSDFN_FAMILY, MULTISCALE_FAMILY,
+    DEFORM_PS_ROI_POOL_FAMILY, DEFORM_ROI_POOL_FAMILY, DEPTH_DC_FAMILY, DMNET_FAMILY, DY_CONV_FAMILY,
+    DYNAMIC_FILTER_FAMILY, DYNAMIC_MASK_HEAD_FAMILY, DYNET_FAMILY, LSDFN_FAMILY, MULTISCALE_FAMILY,
 )

@@ -12,16 +12,14 @@ from zoo.ops.deform_conv import (  # noqa: E402
     modulated_deform_conv2d,
 )
 from zoo.ops.deform_roi_pool import (  # noqa: E402
-    DeformPSRoIPool,
     DeformRoIPool,
     ModulatedDeformRoIPool,
     PSRoIPool,
-    deform_ps_roi_pool,
-    deform_ps_roi_pool_reference,
     deform_roi_pool,
     deform_roi_pool_reference,
     ps_roi_pool,
 )
+from zoo.ops.deform_ps_roi_pool import DeformPSRoIPool, deform_ps_roi_pool, deform_ps_roi_pool_reference  # noqa: E402
 from zoo.ops.dynamic_filter import (  # noqa: E402
     DynamicConv2d,
     DynamicLocalFilter,

@@ -1,59 +1,12 @@
-"""Training of registry models, single process or ``torchrun`` with DistributedDataParallel, with exact
-resume. ``scripts/train.py`` is a thin CLI over :func:`main`.
-
-The model is always the registry architecture: ``zoo.create(name, **arch_overrides)`` (optionally with
-registry weights or a checkpoint), then ``.train()``; no model is defined here. What depends on the task
-is its :class:`zoo.tasks.Training` (``zoo.tasks.<task>``): the step (loss and logged metric), the network
-input, the data stream (augmentation) and whether the transforms keep their ``resize``. Trained tasks:
-optical flow (FlowNet's multi-scale EPE, :mod:`zoo.tasks.optical_flow`), semantic segmentation
-(cross-entropy, :mod:`zoo.tasks.semantic_segmentation`), image classification (cross-entropy,
-:mod:`zoo.tasks.image_classification`), instance segmentation (the detector's own losses, CondInst's
-FCOS and dice losses, on COCO instances, :mod:`zoo.tasks.instance_segmentation`) and video prediction (BCE
-per image, :mod:`zoo.tasks.video_prediction`). The loop (:func:`train`) asks the task for its step and the
-:class:`zoo.checkpoints.Checkpointer` for saving and resuming.
-
-Dynamic Convolution temperature (Chen et al. 2020 anneal the attention softmax temperature of every
-DyConv2d linearly from 30 to 1 over the first 10 epochs): ``temperature_anneal`` = n > 0 sets, before
-every step s, ``zoo.ops.dy_conv.set_temperature(model, temperature_schedule(s, temperature_start, 1, n))``
-(per iteration; 1 from step n on, the inference value). The temperature is a function of the step, so
-exact resume holds; a run must reach step n for its weights to match temperature-1 inference.
-
-Data order and exact resume: global sample position ``p = step * batch + j`` (j < global batch) is
-rank ``j // (batch / world)``'s; procedural datasets render sample p directly (deterministic per
-(seed, p)); finite datasets read a per-epoch permutation seeded by (seed, epoch) and take a random crop
-seeded by (seed, p) (:mod:`zoo.data.positions`). The data position is therefore the step number. A
-checkpoint (:mod:`zoo.checkpoints`) holds the model, optimizer, scheduler, step, config and every rank's
-torch / Python RNG states; training N steps straight and N/2 + resume + N/2 give bit-identical weights on
-the same machine and thread count.
-
-DDP: ``torchrun --nproc_per_node N scripts/train.py ...`` (gloo backend; nccl with ``--device cuda``).
-The batch size is the GLOBAL batch (each rank takes batch / N), per-rank losses are batch means, so
-DDP's gradient average equals the single-process gradient of the same global batch (up to float
-summation order; BatchNorm statistics are per rank).
-
-Warm start (``warm_start``, :func:`zoo.checkpoints.warm_start`): the tensors of registry weights
-``MODEL.TAG`` or a weights file whose name and shape match are copied into the seeded model;
-``warm_start.json`` lists what was copied, expanded and kept.
-
-Weight averaging (:func:`average_checkpoints`, ``scripts/average_checkpoints.py``; SWA): the mean of several
-checkpoints of one run; :func:`recompute_batchnorm` then gives a network with BatchNorm the running
-statistics of its own activations (SWA's ``update_bn``: the averaged statistics are not those).
-
-Outputs in ``out``: ``log.jsonl`` (one JSON object per logged step: step, loss, the task's metric, lr,
-seconds per step, samples/s, the DyConv2d temperature when annealing; eval results when ``eval_data`` is
-set), checkpoints, ``model.safetensors`` (final weights, loadable with ``zoo.create(name, checkpoint=...,
-**overrides)``) and ``config.json``.
-"""
+"""The training loop of :mod:`zoo.training` (its docstring says what a run does): :class:`TrainConfig`,
+:func:`train`, :func:`training_transforms` and :func:`recompute_batchnorm`."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import random
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,24 +17,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.io import write_atomic
 from zoo.checkpoints import Checkpointer, save_weights, warm_start
-from zoo.data.positions import PositionStream, StepBatchSampler
+from zoo.data.positions import StepBatchSampler
 from zoo.distributed import rank_and_world
 from zoo.evaluation import evaluate, load_model
-from zoo.factory import parse_overrides
 from zoo.ops.dy_conv import set_temperature, temperature_schedule
 from zoo.registry import Preset, thaw
 from zoo.tasks import TASKS, Training, TrainingRun, get_task
 from zoo.transforms import build_transforms
 
-# The tasks' losses and streams, re-exported where they used to live.
-from zoo.tasks.image_classification import ClassificationStream  # noqa: E402
-from zoo.tasks.optical_flow import FLOWNET_WEIGHTS, FlowStream, full_res_epe, multiscale_epe_loss  # noqa: E402
-from zoo.tasks.semantic_segmentation import (CLASS_WEIGHT_SAMPLES, median_frequency_weights,  # noqa: E402
-                                             segmentation_loss)
-
-__all__ = ["TrainConfig", "train", "average_checkpoints", "recompute_batchnorm", "main", "warm_start",
-           "training_transforms", "PositionStream", "ClassificationStream", "FlowStream", "FLOWNET_WEIGHTS",
-           "multiscale_epe_loss", "full_res_epe", "segmentation_loss", "median_frequency_weights"]
+__all__ = ["TrainConfig", "recompute_batchnorm", "train", "training_transforms"]
 
 
 @dataclasses.dataclass
@@ -182,11 +126,6 @@ def _lr_factor(cfg: TrainConfig, step: int) -> float:
 def _config_dict(cfg: TrainConfig) -> dict:
     d = dataclasses.asdict(cfg)
     return json.loads(json.dumps(d))  # tuples -> lists, plain JSON types
-
-
-def average_checkpoints(paths: Sequence[str | Path], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Uniform average of the model tensors of several checkpoints of one run (:meth:`Checkpointer.average`)."""
-    return Checkpointer.average(paths, dtype)
 
 
 @torch.no_grad()
@@ -420,91 +359,3 @@ def _progress_bar(cfg: TrainConfig, start: int) -> Any:
 
     return tqdm(total=cfg.steps, initial=start, desc=cfg.model, unit="step", dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig(model="", out="")
-    p = argparse.ArgumentParser(
-        prog="train.py", description="Train a zoo registry model (optical flow, segmentation, classification, "
-                                     "instance segmentation or video prediction).",
-        epilog="Data specs: flying-shapes[:N][?KEY=VALUE&...], shapes[:N], shapes-flat[:N], flyingchairs:PATH[@train], voc:PATH[@train], "
-               "digits[@train], moving-digits[:N], imagefolder:PATH, coco:PATH[@annotations.json]. "
-               "Several processes: torchrun --nproc_per_node N scripts/train.py ... (gloo). "
-               "Re-running with the same --out resumes from its newest checkpoint.")
-    p.add_argument("--model", required=True, help="registry name, e.g. flownets")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, model.safetensors)")
-    p.add_argument("--data", default=d.data)
-    p.add_argument("--arch-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="constructor argument override (YAML value), e.g. width=0.25; repeatable")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--pretrained", default=None, help="start from registry weights (tag or 'default')")
-    p.add_argument("--init-checkpoint", default=None, help="start from a weights file")
-    p.add_argument("--warm-start", default=None, metavar="MODEL.TAG|FILE",
-                   help="copy the tensors whose name and shape match from registry weights (e.g. "
-                        "flownets-small.flyingshapes-28250) or a weights file into the fresh model "
-                        "(plain FlowNet weights fill a FlowNet with LS-DFN, zero on the LS-DFN channels); "
-                        "the rest keeps its initialisation (listed in OUT/warm_start.json)")
-    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="GLOBAL batch size (split over processes)")
-    p.add_argument("--size", type=int, nargs=2, default=list(d.size), metavar=("H", "W"), help="training crop")
-    p.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--schedule", default=d.schedule, choices=("constant", "multistep", "poly"))
-    p.add_argument("--milestones", type=int, nargs="*", default=[], help="multistep: steps where lr *= gamma")
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
-    p.add_argument("--max-grad-norm", type=float, default=None)
-    p.add_argument("--flow-reduction", default=d.flow_reduction, choices=("sum", "mean"))
-    p.add_argument("--aux-weight", type=float, default=d.aux_weight)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--textures", default=d.textures, choices=("auto", "skimage", "procedural"))
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--eval-data", default=None, help="dataset spec evaluated every --eval-every steps")
-    p.add_argument("--eval-every", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=None, help="seconds; checkpoint and stop when exceeded")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads per process")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    p.add_argument("--dump-replicas", action="store_true", help="also write replica-RANK.safetensors (DDP checks)")
-    p.add_argument("--photometric", type=float, default=d.photometric, metavar="STRENGTH",
-                   help="optical flow: FlowNet's photometric jitter scaled by STRENGTH in [0, 1] (0 = off)")
-    p.add_argument("--hflip", type=float, default=d.hflip, metavar="PROBABILITY",
-                   help="instance segmentation: flip image, boxes and masks left-right with this probability "
-                        "(AdelaiDet: 0.5)")
-    p.add_argument("--augment-shift", type=int, default=d.augment_shift,
-                   help="classification: random translation of up to +-N pixels (zero padding)")
-    p.add_argument("--temperature-anneal", type=int, default=d.temperature_anneal, metavar="STEPS",
-                   help="DyConv2d models: anneal the attention temperature linearly from --temperature-start "
-                        "to 1 over the first STEPS steps (Dynamic Convolution: 30 -> 1 over 10 epochs)")
-    p.add_argument("--temperature-start", type=float, default=d.temperature_start)
-    p.add_argument("--class-weights", default=d.class_weights, choices=("none", "median-frequency"),
-                   help="segmentation: weight the cross-entropy per class by median frequency balancing, "
-                        f"estimated on the first {CLASS_WEIGHT_SAMPLES} training samples (class_weights.json)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    cfg = TrainConfig(**{**options, "arch_overrides": parse_overrides(args.arch_override), "size": tuple(args.size),
-                         "milestones": tuple(args.milestones)})
-    started = False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-        started = True
-    try:
-        record = train(cfg, progress=not args.no_progress)
-        if rank_and_world()[0] == 0:
-            print(json.dumps(record))
-        return record
-    finally:
-        if started:
-            dist.destroy_process_group()
