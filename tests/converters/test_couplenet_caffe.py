@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from zoo.converters.caffemodel import load_caffemodel
 from zoo.converters.couplenet_caffe import convert, convert_key
 from zoo.errors import StateDictMismatchError
-from zoo.models.rfcn import couplenet, ps_roi_vote
+from zoo.layers.rfcn import ps_roi_vote
+from zoo.models.couplenet import couplenet
 from support.random_weights import random_state_dict
 
 from converters.test_caffemodel import blob_legacy, blob_new, field, string

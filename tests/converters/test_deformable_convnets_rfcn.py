@@ -14,7 +14,8 @@ import zoo
 from zoo.converters.deformable_convnets_rfcn import convert, convert_key, is_dcn_key
 from zoo.converters.mxnet_params import load_params, save_params
 from zoo.errors import StateDictMismatchError
-from zoo.models.rfcn import RFCNRPNHead, ps_roi_vote, rfcn
+from zoo.layers.rfcn import RFCNRPNHead, ps_roi_vote
+from zoo.models.rfcn import rfcn
 from support.random_weights import random_state_dict
 
 STDS = (0.1, 0.1, 0.2, 0.2)

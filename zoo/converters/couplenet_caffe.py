@@ -30,7 +30,7 @@ a, b1, b2, ... (res3 b1..b3, res4 b1..b22: i = 0, n). Values:
 - ``conv1``: py-R-FCN feeds BGR images (``PIXEL_MEANS`` 102.9801, 115.9465, 122.7717 BGR); zoo feeds RGB, so
   the input-channel axis of the first convolution is reversed (the entry's mean is the same means, RGB).
 - RPN: ``rpn_cls_score`` has 18 channels, 9 bg scores then 9 fg scores (``Reshape(0, 2, -1, 0)``), the layout
-  ``zoo.models.rfcn.RFCNRPNHead`` reads; ``rpn_bbox_pred`` is anchor-major. The authors' snapshot
+  ``zoo.layers.rfcn.RFCNRPNHead`` reads; ``rpn_bbox_pred`` is anchor-major. The authors' snapshot
   (``SolverWrapper.snapshot`` in ``lib/fast_rcnn/train.py``) multiplies ``rpn_bbox_pred`` by
   ``RPN_NORMALIZE_STDS`` before saving, so the file holds raw deltas: torchvision's RPN box coder weights
   (1, 1, 1, 1) read them unchanged.

@@ -27,7 +27,7 @@ b1..b22: i = 0, n); BN ``gamma``/``beta`` (``arg:``) and ``moving_mean``/``movin
 are (out, in, kh, kw) as torch's, so every tensor passes unchanged except ``rfcn_bbox``:
 
 - RPN: ``rpn_cls_score`` has 2A channels, A bg scores then A fg scores (the symbol's
-  ``Reshape(0, 2, -1, 0)``), which is the layout ``zoo.models.rfcn.RFCNRPNHead`` reads;
+  ``Reshape(0, 2, -1, 0)``), which is the layout ``zoo.layers.rfcn.RFCNRPNHead`` reads;
   ``rpn_bbox_pred`` is anchor-major (4 deltas per anchor) as torchvision's; anchors are ratio-major
   (``generate_anchors``: each ratio 0.5, 1, 2 for all scales 4..32 x 16) as torchvision's
   ``AnchorGenerator``; RPN deltas are unnormalised (``RPN_BBOX_WEIGHTS`` 1, box coder weights 1).
@@ -54,7 +54,7 @@ y and 2 (i*3 + j) + 1 as the x offset of tap (i, j), group-major: the layout of 
 ``deform_conv2d``. ``rfcn_cls_offset_t`` (2 x 49 x 81 channels) and ``rfcn_bbox_offset_t`` (2 x 49)
 are PS-pooled without offsets (``output_dim`` 2 x 81 and 2, group size 7), so channel (c*7 + i)*7 + j
 is the offset c of bin (i, j) with c = 2 m + (0: x, 1: y) for class m, which is what
-:class:`zoo.ops.deform_roi_pool.DeformPSRoIPool` reads. The ``rfcn_bbox`` scaling above applies as well
+:class:`zoo.ops.deform_ps_roi_pool.DeformPSRoIPool` reads. The ``rfcn_bbox`` scaling above applies as well
 (the same ``do_checkpoint``); the bbox offsets are not scaled.
 
 Every key must map and every zoo key must be present, else :class:`~zoo.errors.StateDictMismatchError`;

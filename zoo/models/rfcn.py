@@ -109,11 +109,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zoo.archs import register_arch
-from zoo.layers.rfcn import (COCO_NUM_CLASSES, RFCN, RFCNRoIHeads, RFCNRPNHead, ps_roi_vote, rfcn_detector,
-                             rfcn_detector_args)
+from zoo.layers.rfcn import COCO_NUM_CLASSES, RFCN, RFCNRoIHeads, rfcn_detector, rfcn_detector_args
 
-# RFCNRPNHead and ps_roi_vote live in zoo.layers.rfcn; the converter tests still import them from here.
-__all__ = ["RFCNRPNHead", "ps_roi_vote", "rfcn"]
+__all__ = ["rfcn"]
 
 
 @register_arch("rfcn")
@@ -138,13 +136,3 @@ def rfcn(*, depth: int = 101, num_classes: int = COCO_NUM_CLASSES, lsdfn: Mappin
     heads = {"class_agnostic": class_agnostic, "lsdfn": lsdfn, "deform_psroi": deform_psroi, "ohem_rois": ohem_rois}
     return rfcn_detector(RFCNRoIHeads, heads, **rfcn_detector_args(locals()))
 
-
-def __getattr__(name: str) -> Any:
-    """``from zoo.models.rfcn import couplenet``, the constructor's old place, for
-    tests/converters/test_couplenet_caffe.py until it imports from :mod:`zoo.models.couplenet` (then delete
-    this: a family imports no other family)."""
-    if name == "couplenet":
-        from zoo.models.couplenet import couplenet
-
-        return couplenet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
