@@ -346,3 +346,22 @@ def test_half_precision_release_loads_as_float32(user_registry, tmp_path):
         torch.testing.assert_close(loaded(reference["input"]), reference["output"])
     with pytest.raises(ValueError, match="storage dtype"):
         write_release(NAME, path, tmp_path / "bad", dtype="int8")
+
+
+def test_half_precision_release_keeps_tensors_float16_cannot_hold(user_registry, tmp_path):
+    model = _random_model(3).eval()
+    state = model.state_dict()
+    big = next(k for k in state if k.endswith("running_var"))
+    state[big] = torch.full_like(state[big], 9.0e4)  # above float16's 65504, as a stem BN on 0..255 inputs
+    model.load_state_dict(state)
+    path = _save(model, tmp_path / "w.safetensors")
+    from zoo.cards.publish import write_release
+
+    entry = write_release(NAME, path, tmp_path / "out", dtype="float16")
+    stored = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert entry["kept_original_dtype"] == [big]
+    assert stored[big].dtype == torch.float32 and torch.equal(stored[big], state[big])
+    assert all(torch.isfinite(v).all() for v in stored.values() if v.is_floating_point())
+    assert {v.dtype for k, v in stored.items() if v.is_floating_point() and k != big} == {torch.float16}
+    loaded = zoo.create(NAME, checkpoint=tmp_path / "out" / "model.safetensors").eval()
+    assert torch.equal(loaded.state_dict()[big], state[big])

@@ -92,7 +92,8 @@ def write_release(name: str, weights: str | Path | None, out_dir: str | Path, *,
 
     The weights must load strictly into the registry architecture (keys and shapes), else nothing is written.
     ``dtype`` ("float16", "bfloat16", "float32") stores the floating-point tensors in that type (half the
-    size in 16 bits; ``zoo.create`` loads them back in the model's dtype). The reference tensors are
+    size in 16 bits; ``zoo.create`` loads them back in the model's dtype), except tensors that type cannot
+    hold (:func:`cast_for_storage`; listed under ``kept_original_dtype``). The reference tensors are
     computed from the stored weights, so they check exactly what users get. The card's weights row of
     ``tag`` describes this file (:func:`zoo.cards.release_card`).
 
@@ -119,8 +120,9 @@ def write_release(name: str, weights: str | Path | None, out_dir: str | Path, *,
     with torch.device("meta"):
         model = build_model(info)
     tensors, _ = W.match_state_dict(model, state, strict=True, what=f"weights {weights} for {info.name}")
+    kept: list[str] = []
     if dtype is not None:
-        tensors = {k: v.to(STORAGE_DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors, kept = cast_for_storage(tensors, STORAGE_DTYPES[dtype])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "zoo_version": __version__, "name": info.name, "arch": info.arch,
@@ -132,7 +134,26 @@ def write_release(name: str, weights: str | Path | None, out_dir: str | Path, *,
     file = {"file": HUB_WEIGHTS, "sha256": W.sha256_file(path), "size": path.stat().st_size}
     write_config(out / HUB_CONFIG, info, weights_sha256=file["sha256"], weights_size=file["size"])
     write_atomic(out / "README.md", release_card(info, tag, sha256=file["sha256"], size=file["size"]))
+    if kept:
+        file["kept_original_dtype"] = kept
     return file
+
+
+def cast_for_storage(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The floating-point tensors of ``tensors`` in ``dtype``, and the names of those kept in their own dtype
+    because ``dtype`` cannot hold their values: a tensor whose finite values would overflow to +-inf (e.g. a
+    BatchNorm ``running_var`` above float16's 65504 after a stem that sees 0..255 inputs) is stored as it is,
+    so that no release silently carries infinities. Non-floating tensors are left alone."""
+    out, kept = {}, []
+    for key, value in tensors.items():
+        if value.is_floating_point():
+            cast = value.to(dtype)
+            if bool((torch.isfinite(value) & ~torch.isfinite(cast)).any()):
+                kept.append(key)
+                cast = value
+            value = cast
+        out[key] = value
+    return out, kept
 
 
 def publish(
