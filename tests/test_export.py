@@ -137,7 +137,8 @@ def test_cli_export_with_check(tmp_path, capsys):
     assert main(["export", "deeplabv2-lsdfn-small", "--format", "pt2", "--out", str(out), "--size", "64", "64",
                  "--with-transforms", "--check"]) == 0
     text = capsys.readouterr().out
-    assert f"wrote {out} (pt2): deeplabv2-lsdfn-small.shapes-flat-16k" in text
+    default = zoo.model_info("deeplabv2-lsdfn-small").default_tag
+    assert f"wrote {out} (pt2): deeplabv2-lsdfn-small.{default}" in text
     assert "check: largest |exported - eager|" in text and out.is_file()
 
 
