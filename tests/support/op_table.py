@@ -42,6 +42,7 @@ from zoo.ops.deform_conv import (
 )
 from zoo.ops.deform_ps_roi_pool import DeformPSRoIPool, deform_ps_roi_pool, deform_ps_roi_pool_reference
 from zoo.ops.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPool, deform_roi_pool, deform_roi_pool_reference
+from zoo.ops.dense_crf import DenseCRF, dense_crf, dense_crf_reference
 from zoo.ops.depth_dc import DDPM, DepthDC
 from zoo.ops.dmnet import DynamicConvModule, dynamic_depthwise_conv2d, dynamic_depthwise_conv2d_reference
 from zoo.ops.dy_conv import DyConv2d, dy_conv2d, dy_conv2d_reference
@@ -778,6 +779,42 @@ DEFORM_PS_ROI_POOL_FAMILY = Family(
 )
 
 
+# --- dense_crf ------------------------------------------------------------------------------------------
+def crf_inputs(shape, dtype=F32, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, K, H, W) ~ 2 N(0, 1) and an image (B, channels, H, W) in 0..255."""
+    b, k, h, w = shape
+    return torch.randn(b, k, h, w, dtype=dtype) * 2, torch.rand(b, channels, h, w, dtype=dtype) * 255
+
+
+def _crf_pairs(setting, dtype):
+    shape, options = setting
+    logits, image = crf_inputs(shape, dtype)
+    return [Pair("DenseCRF", Call(DenseCRF(**options), (logits, image)),
+                 Call(dense_crf_reference, (logits, image), options)),
+            _same_args("dense_crf", dense_crf, dense_crf_reference, logits, image, **options)]
+
+
+_CRF_SMALL = dict(iterations=3, bi_weight=5.0, bi_xy_std=4.0, bi_rgb_std=40.0, bi_radius=2, bi_dilation=2)
+
+DENSE_CRF_FAMILY = Family(
+    "dense_crf",
+    reference=[Reference("functional", _crf_pairs, [
+        ((1, 3, 7, 9), dict(bi_radius=2, bi_dilation=2)),
+        ((2, 4, 9, 6), dict(bi_radius=10, bi_xy_std=5.0, bi_rgb_std=30.0)),                  # the whole image
+        ((3, 2, 5, 8), dict(normalization="none", bi_xy_std=3.0, bi_rgb_std=20.0, pos_xy_std=0.7, iterations=4)),
+        ((2, 5, 8, 11), dict(bi_weight=40.0, bi_xy_std=67.0, bi_rgb_std=8.0, bi_radius=3, bi_dilation=3)),
+        ((1, 2, 6, 7), dict(pos_weight=0.0)),
+    ], tol((5e-4, 5e-4), (1e-10, 1e-10)))],  # float32: ten iterations of sums in a different order
+    gradcheck=[Gradcheck("logits-and-image", lambda: Call(lambda lg, im: dense_crf(lg, im, **_CRF_SMALL),
+                                                          _requires_grad(*crf_inputs((1, 2, 4, 5), F64))))],
+    meta=[Meta("module", lambda: Call(DenseCRF(**_CRF_SMALL), crf_inputs((2, 3, 9, 7))), (2, 3, 9, 7))],
+    bfloat16=[BFloat16("module", lambda: Call(DenseCRF(**_CRF_SMALL), crf_inputs((1, 3, 9, 7))),
+                       rtol=0.05, atol=0.05)],
+    traced=[Traced("module", "export", lambda: Call(DenseCRF(**_CRF_SMALL), crf_inputs((1, 3, 9, 7)))),
+            Traced("module", "eager", lambda: Call(DenseCRF(**_CRF_SMALL), crf_inputs((1, 3, 9, 7))))],
+)
+
+
 # --- depth_dc -------------------------------------------------------------------------------------------
 SMALL_TOL = tol((1e-4, 1e-5), (1e-10, 1e-12))  # cac, depth_dc, dmnet, dynamic_mask_head
 
@@ -1247,6 +1284,6 @@ MULTISCALE_FAMILY = Family(
 
 FAMILIES: tuple[Family, ...] = (
     ASPP_FAMILY, CAC_FAMILY, COND_CONV_FAMILY, CONTEXT_MODULE_FAMILY, CORRELATION_FAMILY, DEFORM_CONV_FAMILY,
-    DEFORM_PS_ROI_POOL_FAMILY, DEFORM_ROI_POOL_FAMILY, DEPTH_DC_FAMILY, DMNET_FAMILY, DY_CONV_FAMILY,
+    DEFORM_PS_ROI_POOL_FAMILY, DEFORM_ROI_POOL_FAMILY, DENSE_CRF_FAMILY, DEPTH_DC_FAMILY, DMNET_FAMILY, DY_CONV_FAMILY,
     DYNAMIC_FILTER_FAMILY, DYNAMIC_MASK_HEAD_FAMILY, DYNET_FAMILY, LSDFN_FAMILY, MULTISCALE_FAMILY,
 )

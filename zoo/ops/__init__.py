@@ -44,6 +44,7 @@ from zoo.ops.cac import (  # noqa: E402
     cac_weighting_reference,
 )
 from zoo.ops.context_module import ContextModule, context_module, context_module_reference  # noqa: E402
+from zoo.ops.dense_crf import DEEPLAB_V2_CRF, DenseCRF, dense_crf, dense_crf_reference  # noqa: E402
 from zoo.ops.depth_dc import DDPM, BasicConv2d, DenseLayer, DepthDC  # noqa: E402
 from zoo.ops.dmnet import (  # noqa: E402
     DynamicConvModule,
