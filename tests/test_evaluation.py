@@ -18,7 +18,7 @@ class _Oracle(nn.Module):
         super().__init__()
         self.answers, self.i = answers, 0
         object.__setattr__(self, "transforms", lambda x: x)
-        object.__setattr__(self, "postprocess", lambda out, size: out)
+        object.__setattr__(self, "postprocess", lambda out, size, *images: out)
 
     def forward(self, x):
         out = self.answers[self.i]

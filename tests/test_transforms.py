@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from zoo.errors import InputError, RegistryError
 from zoo.registry import Preset
-from zoo.transforms import SegmentationPostprocess, SegmentationTransforms, build_transforms, to_float_batch
+from zoo.transforms import (SegmentationPostprocess, SegmentationTransforms, build_postprocess, build_transforms,
+                            to_float_batch)
 
 CAFFE = dict(mean=[104.008, 116.669, 122.675], std=[1.0, 1.0, 1.0], pixel_range=255.0, channel_order="bgr")
 
@@ -46,6 +47,23 @@ def test_postprocess_upsamples_and_takes_argmax():
     assert labels.shape == (2, 10, 11) and labels.dtype == torch.int64 and (labels == 2).all()
     with pytest.raises(InputError):
         SegmentationPostprocess()(torch.zeros(4, 3, 3), (3, 3))
+
+
+def test_crf_postprocess_reads_the_images_in_0_255_and_needs_them():
+    crf = dict(bi_weight=10.0, bi_xy_std=8.0, bi_rgb_std=10.0, bi_radius=3, bi_dilation=2)
+    post = build_postprocess(Preset("segmentation-crf", crf), "x")
+    images = torch.randint(0, 256, (2, 3, 10, 12), dtype=torch.uint8)
+    logits = torch.randn(2, 4, 5, 6)
+    labels = post(logits, images.shape[-2:], images)
+    assert labels.shape == (2, 10, 12) and labels.dtype == torch.int64
+    torch.testing.assert_close(post(logits, (10, 12), images.float() / 255), labels)
+    in_255 = build_postprocess(Preset("segmentation-crf", {**crf, "input_range": 255.0}), "x")
+    torch.testing.assert_close(in_255({"out": logits}, (10, 12), images.float()), labels)
+    assert not torch.equal(labels, SegmentationPostprocess()(logits, (10, 12)))
+    with pytest.raises(InputError, match="needs the input images"):
+        post(logits, (10, 12))
+    with pytest.raises(RegistryError, match="postprocess.args"):
+        build_postprocess(Preset("segmentation-crf", {"bi_dilation": 0}), "x")
 
 
 def test_unknown_preset_or_bad_args_name_the_field():

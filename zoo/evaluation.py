@@ -82,6 +82,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _replace_postprocess(model: nn.Module, preset: str | None, overrides: dict[str, Any]) -> None:
+    """``model.postprocess`` rebuilt from its registry preset (or ``preset``, then without the registry's
+    arguments) with ``overrides`` on top."""
+    from zoo.registry import Preset, thaw
+    from zoo.transforms import build_postprocess
+
+    spec = model.info.postprocess
+    base = thaw(spec.args) if preset in (None, spec.preset) else {}
+    spec = Preset(preset or spec.preset, {**base, **overrides})
+    object.__setattr__(model, "postprocess", build_postprocess(spec, model.info.name))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluate.py",
@@ -97,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constructor argument override, e.g. width=0.25 (repeatable)")
     p.add_argument("--transform-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override an argument of the model's transforms preset, e.g. size=320 (repeatable)")
+    p.add_argument("--postprocess", default=None, metavar="PRESET",
+                   help="use this postprocess preset instead of the model's, e.g. segmentation (the network's own "
+                        "argmax labels, without the dense CRF of segmentation-crf)")
+    p.add_argument("--postprocess-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an argument of the model's postprocess preset, e.g. bi_weight=20 (repeatable)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="size of procedural data")
     p.add_argument("--seed", type=int, default=12345, help="seed of procedural data (keep it apart from training)")
@@ -140,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 spec = model.info.transforms
                 spec = Preset(spec.preset, {**spec.args, **parse_overrides(args.transform_arg, "--transform-arg")})
                 object.__setattr__(model, "transforms", build_transforms(spec, model.info.name, model.info.min_input_size))
+            if args.postprocess or args.postprocess_arg:
+                _replace_postprocess(model, args.postprocess, parse_overrides(args.postprocess_arg, "--postprocess-arg"))
         elif "image1" in dataset[0]:
             task = OPTICAL_FLOW.name
         elif "targets" in dataset[0]:
@@ -155,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = {"data": args.data, "model": args.model, "pretrained": args.pretrained,
                   "checkpoint": args.checkpoint, "arch_overrides": parse_overrides(args.arch_override),
                   **({"transform_args": parse_overrides(args.transform_arg, "--transform-arg")} if args.transform_arg else {}),
+                  **({"postprocess": args.postprocess} if args.postprocess else {}),
+                  **({"postprocess_args": parse_overrides(args.postprocess_arg, "--postprocess-arg")}
+                     if args.postprocess_arg else {}),
                   **result, "zoo_version": __version__}
         result = _json_safe(result)
         if rank_and_world()[0] == 0:

@@ -67,6 +67,8 @@ def pipeline(model: torch.nn.Module):
     def run(*inputs):
         x = model.transforms(*inputs)
         out = model(*x) if isinstance(x, tuple) else model(x)
+        if model.info.task == "semantic-segmentation":   # a CRF postprocess reads the images
+            return model.postprocess(out, inputs[0].shape[-2:], inputs[0])
         return model.postprocess(out, inputs[0].shape[-2:])
     return run
 

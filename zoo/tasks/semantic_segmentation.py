@@ -2,7 +2,9 @@
 and ``zoo predict``'s colour-coded label map.
 
 - Transforms: optional resize of the shorter side, then :class:`zoo.tasks.preprocess.Normalize`.
-- Postprocess: logits upsampled bilinearly to the image size, then the argmax label map.
+- Postprocess: logits upsampled bilinearly to the image size, then the argmax label map; the
+  ``segmentation-crf`` preset runs DeepLab v2's fully connected CRF on the input images before the argmax
+  (so the postprocess takes the images: ``postprocess(logits, size, images)``).
 - Evaluation (:func:`evaluate_segmentation`): the confusion matrix over pixels whose label is not 255;
   ``miou`` = mean IoU over the classes present in the labels or the predictions (nanmean, as the VOC
   evaluation), ``pixel_accuracy`` = correct / labelled pixels, ``iou`` per class (null when the class
@@ -27,10 +29,11 @@ from torch.utils.data import Dataset
 
 from zoo.distributed import rank_and_world, rank_indices
 from zoo.errors import InputError
+from zoo.ops.dense_crf import DenseCRF
 from zoo.tasks.base import Predict, Task, Training, TrainingRun
 from zoo.tasks.preprocess import Normalize, check_input_args, resize_shorter_side, to_float_batch
 
-__all__ = ["SEMANTIC_SEGMENTATION", "SegmentationTransforms", "SegmentationPostprocess", "evaluate_segmentation",
+__all__ = ["SEMANTIC_SEGMENTATION", "SegmentationTransforms", "SegmentationPostprocess", "SegmentationCRFPostprocess", "evaluate_segmentation",
            "segmentation_loss", "median_frequency_weights", "CLASS_WEIGHT_SAMPLES"]
 
 IGNORE_INDEX = 255
@@ -65,17 +68,51 @@ class SegmentationTransforms(nn.Module):
 class SegmentationPostprocess(nn.Module):
     """Logits (B x K x h x w, or a dict with 'out') -> label map B x H x W (int64) at ``size``.
 
-    Logits are upsampled bilinearly to ``size`` (the input image size) before the argmax.
+    Logits are upsampled bilinearly to ``size`` (the input image size) before the argmax. ``images`` (the
+    input images) is accepted for a common call signature with :class:`SegmentationCRFPostprocess` and unused.
     """
 
-    def forward(self, output: torch.Tensor | Mapping[str, Any], size: Sequence[int]) -> torch.Tensor:
+    def upsampled_logits(self, output: torch.Tensor | Mapping[str, Any], size: Sequence[int]) -> torch.Tensor:
         logits = output["out"] if isinstance(output, Mapping) else output
         if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
             raise InputError(f"segmentation logits must be B x K x h x w, got {getattr(logits, 'shape', type(logits))}")
         size = tuple(int(s) for s in size[-2:])
         if tuple(logits.shape[-2:]) != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits.argmax(1)
+        return logits
+
+    def forward(self, output: torch.Tensor | Mapping[str, Any], size: Sequence[int],
+                images: torch.Tensor | None = None) -> torch.Tensor:
+        return self.upsampled_logits(output, size).argmax(1)
+
+
+class SegmentationCRFPostprocess(SegmentationPostprocess):
+    """DeepLab v1/v2's post-processing: logits upsampled bilinearly to the image size, then the fully
+    connected CRF (:func:`zoo.ops.dense_crf.dense_crf`, 10 mean-field iterations by default) on the input
+    ``images``, then the argmax of its marginals -> label map B x H x W (int64).
+
+    ``images``: the images given to the transforms, B x 3 x H x W uint8 [0, 255] or float [0, input_range]
+    (the CRF's colour kernel reads them in 0..255). The other arguments are :class:`zoo.ops.dense_crf.DenseCRF`'s.
+    """
+
+    def __init__(self, input_range: float = 1.0, **crf: Any) -> None:
+        super().__init__()
+        self.input_range = float(input_range)
+        self.crf = DenseCRF(**crf)
+
+    def forward(self, output: torch.Tensor | Mapping[str, Any], size: Sequence[int],
+                images: torch.Tensor | None = None) -> torch.Tensor:
+        if images is None:
+            raise InputError("the segmentation-crf postprocess needs the input images for its colour kernel: "
+                             "call model.postprocess(logits, images.shape[-2:], images)")
+        logits = self.upsampled_logits(output, size)
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        rgb = images.to(logits.dtype) * (1.0 if images.dtype == torch.uint8 else 255.0 / self.input_range)
+        return self.crf(logits, rgb).argmax(1)
+
+
+_ARGMAX = SegmentationPostprocess()
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -87,6 +124,7 @@ def evaluate_segmentation(model: nn.Module, dataset: Dataset, num_classes: int |
     """Confusion matrix, mIoU and pixel accuracy of ``model`` on a segmentation dataset.
 
     ``num_classes`` defaults to the dataset's ``num_classes``, else the model's registry ``num_classes``.
+    ``postprocess`` is called as ``postprocess(output, size, images)`` (a CRF postprocess reads the images).
     """
     num_classes = int(num_classes or getattr(dataset, "num_classes", None) or model.info.args.get("num_classes"))
     transforms = transforms if transforms is not None else model.transforms
@@ -98,7 +136,7 @@ def evaluate_segmentation(model: nn.Module, dataset: Dataset, num_classes: int |
         s = dataset[i]
         image = s["image"].unsqueeze(0).to(device)
         label = s["label"].to(device).view(-1)
-        pred = postprocess(model(transforms(image)), image.shape[-2:]).view(-1)
+        pred = postprocess(model(transforms(image)), image.shape[-2:], image).view(-1)
         keep = (label != ignore_index) & (label >= 0) & (label < num_classes)
         idx = label[keep] * num_classes + pred[keep].clamp(0, num_classes - 1)
         conf += torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
@@ -179,7 +217,7 @@ def _training_step(model: nn.Module, batch: Mapping[str, Tensor], run: TrainingR
     with torch.no_grad():
         logits = outputs["out"] if isinstance(outputs, dict) else (
             outputs[-1] if isinstance(outputs, (list, tuple)) else outputs)
-        pred = run.postprocess(logits.detach(), label.shape[-2:])
+        pred = _ARGMAX(logits.detach(), label.shape[-2:])  # the network's own labels, no CRF
         keep = label != IGNORE_INDEX
         accuracy = ((pred == label) & keep).sum() / keep.sum().clamp(min=1)
     return loss, accuracy
@@ -190,7 +228,7 @@ def _draw(model: nn.Module, images: list[Tensor], options: Any) -> tuple[Tensor,
     from zoo.visualize import blend, colourise_labels
 
     batch = images[0].unsqueeze(0)                                                    # (1, 3, H, W)
-    labels = model.postprocess(model(model.transforms(batch)), batch.shape[-2:])
+    labels = model.postprocess(model(model.transforms(batch)), batch.shape[-2:], batch)
     return blend(batch, colourise_labels(labels), alpha=options.alpha)[0], {"classes": labels.unique().tolist()}
 
 
@@ -201,10 +239,10 @@ SEMANTIC_SEGMENTATION = Task(
     usage=(
         "images = read_image(\"image.jpg\").unsqueeze(0)  # uint8, B x 3 x H x W\n"
         "logits = model(model.transforms(images))\n"
-        "labels = model.postprocess(logits, images.shape[-2:])     # B x H x W class indices"
+        "labels = model.postprocess(logits, images.shape[-2:], images)  # B x H x W class indices"
     ),
     transforms={"segmentation": SegmentationTransforms},
-    postprocess={"segmentation": SegmentationPostprocess},
+    postprocess={"segmentation": SegmentationPostprocess, "segmentation-crf": SegmentationCRFPostprocess},
     evaluator=evaluate_segmentation,
     metrics=("miou", "pixel_accuracy", "iou", "confusion"),
     training=Training(step=_training_step, metric="pixel_accuracy", class_weights=stream_class_weights),
