@@ -87,7 +87,7 @@ def test_segmentation_example_runs_offline_on_the_bundled_weights(tmp_path, monk
     image = read_image(README.parent / argv[3])[None]
     truth = read_image(README.parent / "zoo" / "samples" / "shapes_flat_label.png")[0].long()
     with torch.no_grad():
-        pred = model.postprocess(model(model.transforms(image)), image.shape[-2:])[0]
+        pred = model.postprocess(model(model.transforms(image)), image.shape[-2:], image)[0]
 
     def miou(labels: torch.Tensor) -> float:
         ious = [((labels == c) & (truth == c)).sum() / ((labels == c) | (truth == c)).sum() for c in truth.unique()]
