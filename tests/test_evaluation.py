@@ -67,6 +67,21 @@ def test_registry_model_and_cli(tmp_path):
     assert saved["epe"] == pytest.approx(res["epe"]) and len(saved["per_pair"]) == 2
 
 
+def test_cli_postprocess_choice_and_its_errors():
+    """The entry's CRF postprocess by default; --postprocess segmentation gives the network's own labels;
+    --postprocess-arg overrides one CRF argument; a bad one names the option."""
+    pytest.importorskip("skimage", reason="the recorded procedural data has scikit-image's textures")
+    base = ["--data", "shapes-flat:2", "--size", "48", "48", "--model", "deeplabv2-lsdfn-small", "--pretrained",
+            "default", "--threads", "1"]
+    with_crf, alone = main(base), main([*base, "--postprocess", "segmentation"])
+    weak = main([*base, "--postprocess-arg", "bi_weight=0", "--postprocess-arg", "pos_weight=0"])
+    assert alone["postprocess"] == "segmentation" and weak["postprocess_args"] == {"bi_weight": 0, "pos_weight": 0}
+    assert weak["confusion"] == alone["confusion"]            # no pairwise term: the argmax of the softmax
+    assert with_crf["confusion"] != alone["confusion"]
+    with pytest.raises(SystemExit, match="--postprocess-arg.*bi_dilation"):
+        main([*base, "--postprocess-arg", "bi_dilation=0"])
+
+
 def test_parse_overrides():
     assert parse_overrides(["width=0.25", "batch_norm=true", "lsdfn={out_channels: 24}"]) == {
         "width": 0.25, "batch_norm": True, "lsdfn": {"out_channels": 24}}

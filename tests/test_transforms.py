@@ -62,6 +62,12 @@ def test_crf_postprocess_reads_the_images_in_0_255_and_needs_them():
     assert not torch.equal(labels, SegmentationPostprocess()(logits, (10, 12)))
     with pytest.raises(InputError, match="needs the input images"):
         post(logits, (10, 12))
+    with pytest.raises(InputError, match="H x W = size"):
+        post(logits, (10, 12), images[..., :11])
+    with pytest.raises(InputError, match="uint8"):
+        post(logits, (10, 12), images.long())
+    with pytest.raises(RegistryError, match="input_range"):
+        build_postprocess(Preset("segmentation-crf", {"input_range": 0}), "x")
     with pytest.raises(RegistryError, match="postprocess.args"):
         build_postprocess(Preset("segmentation-crf", {"bi_dilation": 0}), "x")
 

@@ -85,13 +85,18 @@ def _json_safe(value: Any) -> Any:
 def _replace_postprocess(model: nn.Module, preset: str | None, overrides: dict[str, Any]) -> None:
     """``model.postprocess`` rebuilt from its registry preset (or ``preset``, then without the registry's
     arguments) with ``overrides`` on top."""
+    from zoo.errors import RegistryError
     from zoo.registry import Preset, thaw
     from zoo.transforms import build_postprocess
 
     spec = model.info.postprocess
     base = thaw(spec.args) if preset in (None, spec.preset) else {}
     spec = Preset(preset or spec.preset, {**base, **overrides})
-    object.__setattr__(model, "postprocess", build_postprocess(spec, model.info.name))
+    try:
+        built = build_postprocess(spec, model.info.name)
+    except RegistryError as exc:
+        raise SystemExit(f"evaluate.py: --postprocess / --postprocess-arg: {exc}") from None
+    object.__setattr__(model, "postprocess", built)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,6 @@ def _crf(classes: int, size: int, options: dict):
 
 def cases() -> list[Case]:
     return [
-        Case("DenseCRF", "K=7 64x64 deeplabv2-lsdfn-small (window 5 offsets at 4 px)", _crf(7, 64, SMALL)),
-        Case("DenseCRF", "K=21 64x64 window 3 offsets at 1 px", _crf(21, 64, {**SMALL, "bi_radius": 3, "bi_dilation": 1})),
+        Case("DenseCRF", "K=7 64x64 deeplabv2-lsdfn-small (radius 5 offsets 4 px apart)", _crf(7, 64, SMALL)),
+        Case("DenseCRF", "K=21 64x64 radius 3 offsets 1 px apart", _crf(21, 64, {**SMALL, "bi_radius": 3, "bi_dilation": 1})),
     ]

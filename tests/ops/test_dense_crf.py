@@ -32,12 +32,16 @@ def test_exceptions_name_the_argument():
         dense_crf(logits[0], image[0])
     with pytest.raises(InputError, match="normalization"):
         dense_crf(logits, image, normalization="row")
-    with pytest.raises(InputError, match="standard deviations"):
+    with pytest.raises(InputError, match="bi_rgb_std"):
         DenseCRF(bi_rgb_std=0.0)
     with pytest.raises(InputError, match="bi_dilation"):
         DenseCRF(bi_dilation=0)
-    with pytest.raises(InputError, match="iterations"):
+    with pytest.raises(InputError, match="iterations must be an int"):
         DenseCRF(iterations=-1)
+    with pytest.raises(InputError, match="iterations must be an int"):
+        dense_crf(logits, image, iterations=2.5)
+    with pytest.raises(InputError, match="bi_radius must be an int"):
+        DenseCRF(bi_radius=2.0)
 
 
 # 4. exact answers -----------------------------------------------------------------------------------

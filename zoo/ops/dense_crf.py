@@ -23,7 +23,9 @@ lattice; here they are exact over a window. The appearance kernel is summed over
 normalisation a subsampled kernel approximates the full one, the constant factor cancels); the smoothness
 kernel over all offsets within ``ceil(3 pos_xy_std)``. With ``bi_dilation = 1`` and ``bi_radius`` at least
 the image size this IS the fully connected CRF. ``normalization="none"`` uses K as it is (pydensecrf's
-NO_NORMALIZATION).
+NO_NORMALIZATION). Two more differences from that port: its unary clips P at 1e-5 (``unary_from_softmax``),
+here log P is used as it is; and over a window of +-R px, a ``bi_xy_std`` much wider than R changes little
+(the window, not the Gaussian, then bounds the appearance kernel's range).
 
 ``dense_crf`` (fast path) sums shifted views, one per offset, with the kernel weights computed once (memory
 O(offsets x B x H x W), no N x N matrix, no host sync); ``dense_crf_reference`` builds the N x N kernel
@@ -48,23 +50,28 @@ DEEPLAB_V2_CRF = {"iterations": 10, "pos_weight": 3.0, "pos_xy_std": 1.0, "bi_we
 _NORMALIZATIONS = ("symmetric", "none")
 
 
-def _check(logits: torch.Tensor, image: torch.Tensor, iterations: int, stds: tuple[float, ...], bi_radius: int,
-           bi_dilation: int, normalization: str) -> None:
+def _check_options(iterations: int, stds: tuple[float, float, float], bi_radius: int, bi_dilation: int,
+                   normalization: str) -> None:
+    for name, value, low in (("iterations", iterations, 0), ("bi_radius", bi_radius, 0), ("bi_dilation", bi_dilation, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"dense_crf: {name} must be an int >= {low}, got {value!r}")
+    for name, value in zip(("pos_xy_std", "bi_xy_std", "bi_rgb_std"), stds):
+        if not value > 0:
+            raise InputError(f"dense_crf: {name} (a kernel standard deviation) must be positive, got {value!r}")
+    if normalization not in _NORMALIZATIONS:
+        raise InputError(f"dense_crf: normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+
+
+def _check(logits: torch.Tensor, image: torch.Tensor, iterations: int, stds: tuple[float, float, float],
+           bi_radius: int, bi_dilation: int, normalization: str) -> None:
     check_shape(logits, "B,K,H,W", "logits")
     check_floating(logits, "logits")
     check_floating(image, "image")
     b, _, h, w = logits.shape
-    check_shape(image, "B,C,H,W", "image", B=b, H=h, W=w)
+    check_shape(image, "B,C,H,W", "image (the same batch and size as the logits)", B=b, H=h, W=w)
     if image.device != logits.device:
         raise InputError(f"dense_crf: image is on {image.device}, logits on {logits.device}; move both to one device")
-    if iterations < 0:
-        raise InputError(f"dense_crf: iterations must be >= 0, got {iterations}")
-    if min(stds) <= 0:
-        raise InputError(f"dense_crf: the kernel standard deviations must be positive, got {stds}")
-    if bi_radius < 0 or bi_dilation < 1:
-        raise InputError(f"dense_crf: bi_radius must be >= 0 and bi_dilation >= 1, got {bi_radius}, {bi_dilation}")
-    if normalization not in _NORMALIZATIONS:
-        raise InputError(f"dense_crf: normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    _check_options(iterations, stds, bi_radius, bi_dilation, normalization)
 
 
 def _offsets(radius: int, step: int) -> list[tuple[int, int]]:
@@ -136,7 +143,7 @@ def dense_crf(logits: torch.Tensor, image: torch.Tensor, iterations: int = 10, p
 def _kernel_matrix(image: torch.Tensor, radius: int, step: int, xy_std: float, rgb_std: float | None) -> torch.Tensor:
     """(B, N, N) kernel over all pixel pairs within the window (N = H W, row-major pixels)."""
     b, c, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=image.device), torch.arange(w, device=image.device), indexing="ij")
     dy = ys.reshape(-1, 1) - ys.reshape(1, -1)
     dx = xs.reshape(-1, 1) - xs.reshape(1, -1)
     in_window = (dy.abs() <= radius * step) & (dx.abs() <= radius * step) & (dy % step == 0) & (dx % step == 0)
@@ -156,7 +163,7 @@ def dense_crf_reference(logits: torch.Tensor, image: torch.Tensor, iterations: i
     _check(logits, image, iterations, (pos_xy_std, bi_xy_std, bi_rgb_std), bi_radius, bi_dilation, normalization)
     image = image.to(logits.dtype)
     b, k, h, w = logits.shape
-    total = torch.zeros(b, h * w, h * w, dtype=logits.dtype)
+    total = torch.zeros(b, h * w, h * w, dtype=logits.dtype, device=logits.device)
     for weight, matrix in ((bi_weight, _kernel_matrix(image, bi_radius, bi_dilation, bi_xy_std, bi_rgb_std)),
                            (pos_weight, _kernel_matrix(image, _smoothness_radius(pos_xy_std), 1, pos_xy_std, None))):
         if normalization == "symmetric":
@@ -172,18 +179,16 @@ def dense_crf_reference(logits: torch.Tensor, image: torch.Tensor, iterations: i
 
 class DenseCRF(nn.Module):
     """:func:`dense_crf` with fixed parameters (defaults: DeepLab v2's, :data:`DEEPLAB_V2_CRF`, over a
-    5 x 5-offset-radius window). ``forward(logits (B, K, H, W), image (B, C, H, W)) -> Q (B, K, H, W)``."""
+    window of radius 5 offsets at 1 px, i.e. 11 x 11 offsets). ``forward(logits (B, K, H, W), image (B, C, H, W)) -> Q (B, K, H, W)``."""
 
     def __init__(self, iterations: int = 10, pos_weight: float = 3.0, pos_xy_std: float = 1.0, bi_weight: float = 4.0,
                  bi_xy_std: float = 67.0, bi_rgb_std: float = 3.0, bi_radius: int = 5, bi_dilation: int = 1,
                  normalization: str = "symmetric") -> None:
         super().__init__()
-        self.options = dict(iterations=int(iterations), pos_weight=float(pos_weight), pos_xy_std=float(pos_xy_std),
+        self.options = dict(iterations=iterations, pos_weight=float(pos_weight), pos_xy_std=float(pos_xy_std),
                             bi_weight=float(bi_weight), bi_xy_std=float(bi_xy_std), bi_rgb_std=float(bi_rgb_std),
-                            bi_radius=int(bi_radius), bi_dilation=int(bi_dilation), normalization=normalization)
-        _check(torch.empty(1, 1, 1, 1), torch.empty(1, 1, 1, 1), self.options["iterations"],
-               (self.options["pos_xy_std"], self.options["bi_xy_std"], self.options["bi_rgb_std"]),
-               self.options["bi_radius"], self.options["bi_dilation"], normalization)
+                            bi_radius=bi_radius, bi_dilation=bi_dilation, normalization=normalization)
+        _check_options(iterations, (pos_xy_std, bi_xy_std, bi_rgb_std), bi_radius, bi_dilation, normalization)
 
     def forward(self, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return dense_crf(logits, image, **self.options)

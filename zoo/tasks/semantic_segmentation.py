@@ -92,24 +92,34 @@ class SegmentationCRFPostprocess(SegmentationPostprocess):
     ``images``, then the argmax of its marginals -> label map B x H x W (int64).
 
     ``images``: the images given to the transforms, B x 3 x H x W uint8 [0, 255] or float [0, input_range]
-    (the CRF's colour kernel reads them in 0..255). The other arguments are :class:`zoo.ops.dense_crf.DenseCRF`'s.
+    (the CRF's colour kernel reads them in 0..255); ``input_range`` is the transforms' (an entry that changes one
+    changes both). The other arguments are :class:`zoo.ops.dense_crf.DenseCRF`'s.
     """
 
     def __init__(self, input_range: float = 1.0, **crf: Any) -> None:
         super().__init__()
+        check_input_args(input_range, None)
         self.input_range = float(input_range)
         self.crf = DenseCRF(**crf)
 
     def forward(self, output: torch.Tensor | Mapping[str, Any], size: Sequence[int],
                 images: torch.Tensor | None = None) -> torch.Tensor:
-        if images is None:
-            raise InputError("the segmentation-crf postprocess needs the input images for its colour kernel: "
-                             "call model.postprocess(logits, images.shape[-2:], images)")
+        if not isinstance(images, torch.Tensor):
+            raise InputError("the segmentation-crf postprocess needs the input images (a B x 3 x H x W tensor) for "
+                             "its colour kernel: call model.postprocess(logits, images.shape[-2:], images)")
         logits = self.upsampled_logits(output, size)
         if images.dim() == 3:
             images = images.unsqueeze(0)
-        rgb = images.to(logits.dtype) * (1.0 if images.dtype == torch.uint8 else 255.0 / self.input_range)
-        return self.crf(logits, rgb).argmax(1)
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != tuple(logits.shape[-2:]) \
+                or images.shape[0] != logits.shape[0]:
+            raise InputError(f"segmentation-crf: images must be B x 3 x H x W with the logits' batch and H x W = size "
+                             f"{tuple(logits.shape[-2:])}, got {tuple(images.shape)}; pass the images given to "
+                             "the transforms, and their size")
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise InputError(f"segmentation-crf: images must be uint8 [0, 255] or float [0, input_range], got "
+                             f"{images.dtype}")
+        scale = 1.0 if images.dtype == torch.uint8 else 255.0 / self.input_range
+        return self.crf(logits, images.to(device=logits.device, dtype=logits.dtype) * scale).argmax(1)
 
 
 _ARGMAX = SegmentationPostprocess()
