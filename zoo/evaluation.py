@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         # The procedural data of the recorded metrics has scikit-image's photo textures: without scikit-image
         # this is an ImportError naming the extra (pip install "dynzoo[train]"), never other (procedural) textures.
+        postprocess_args = parse_overrides(args.postprocess_arg, "--postprocess-arg")
         dataset = dataset_from_spec(args.data, size=args.size, seed=args.seed, textures="skimage")
         model = None
         if args.model:
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 spec = Preset(spec.preset, {**spec.args, **parse_overrides(args.transform_arg, "--transform-arg")})
                 object.__setattr__(model, "transforms", build_transforms(spec, model.info.name, model.info.min_input_size))
             if args.postprocess or args.postprocess_arg:
-                _replace_postprocess(model, args.postprocess, parse_overrides(args.postprocess_arg, "--postprocess-arg"))
+                _replace_postprocess(model, args.postprocess, postprocess_args)
         elif "image1" in dataset[0]:
             task = OPTICAL_FLOW.name
         elif "targets" in dataset[0]:
@@ -180,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "checkpoint": args.checkpoint, "arch_overrides": parse_overrides(args.arch_override),
                   **({"transform_args": parse_overrides(args.transform_arg, "--transform-arg")} if args.transform_arg else {}),
                   **({"postprocess": args.postprocess} if args.postprocess else {}),
-                  **({"postprocess_args": parse_overrides(args.postprocess_arg, "--postprocess-arg")}
-                     if args.postprocess_arg else {}),
+                  **({"postprocess_args": postprocess_args} if postprocess_args else {}),
                   **result, "zoo_version": __version__}
         result = _json_safe(result)
         if rank_and_world()[0] == 0:

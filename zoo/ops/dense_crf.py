@@ -134,9 +134,9 @@ def dense_crf(logits: torch.Tensor, image: torch.Tensor, iterations: int = 10, p
         kernels.append((weight, weights, offsets, norm))
     log_p = F.log_softmax(logits, 1)
     q = log_p.exp()
-    for _ in range(iterations):
+    for _ in range(iterations if kernels else 0):
         pairwise = sum(weight * _message(q, weights, offsets, norm) for weight, weights, offsets, norm in kernels)
-        q = torch.softmax(log_p + pairwise, 1) if kernels else q
+        q = torch.softmax(log_p + pairwise, 1)
     return q
 
 

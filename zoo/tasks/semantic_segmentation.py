@@ -108,18 +108,12 @@ class SegmentationCRFPostprocess(SegmentationPostprocess):
             raise InputError("the segmentation-crf postprocess needs the input images (a B x 3 x H x W tensor) for "
                              "its colour kernel: call model.postprocess(logits, images.shape[-2:], images)")
         logits = self.upsampled_logits(output, size)
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != tuple(logits.shape[-2:]) \
-                or images.shape[0] != logits.shape[0]:
-            raise InputError(f"segmentation-crf: images must be B x 3 x H x W with the logits' batch and H x W = size "
-                             f"{tuple(logits.shape[-2:])}, got {tuple(images.shape)}; pass the images given to "
+        unit = to_float_batch(images, "segmentation-crf images", input_range=self.input_range)   # [0, 1]
+        if unit.shape[0] != logits.shape[0] or unit.shape[-2:] != logits.shape[-2:]:
+            raise InputError(f"segmentation-crf: images must have the logits' batch and H x W = size "
+                             f"{tuple(logits.shape[-2:])}, got {tuple(unit.shape)}; pass the images given to "
                              "the transforms, and their size")
-        if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise InputError(f"segmentation-crf: images must be uint8 [0, 255] or float [0, input_range], got "
-                             f"{images.dtype}")
-        scale = 1.0 if images.dtype == torch.uint8 else 255.0 / self.input_range
-        return self.crf(logits, images.to(device=logits.device, dtype=logits.dtype) * scale).argmax(1)
+        return self.crf(logits, unit.to(device=logits.device, dtype=logits.dtype) * 255.0).argmax(1)
 
 
 _ARGMAX = SegmentationPostprocess()
